@@ -1,0 +1,133 @@
+"""Assembly: a validated graph spec -> nn.Modules that run the nodes in order, with weight tying."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from builder import registry
+from builder.spec import GraphSpec, ModelSpec, NodeSpec
+
+
+class FunctionBlock(nn.Module):
+    """A function block with its arguments bound."""
+
+    def __init__(self, fn: Any, kwargs: dict[str, Any]):
+        super().__init__()
+        self.fn, self.kwargs = fn, kwargs
+
+    def forward(self, *args: Any, **ports: Any) -> Any:
+        return self.fn(*args, **ports, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.fn.__name__}, {self.kwargs}" if self.kwargs else self.fn.__name__
+
+
+def make_block(node: NodeSpec) -> nn.Module:
+    obj = registry.get(node.block).load()
+    return obj(**node.args) if inspect.isclass(obj) else FunctionBlock(obj, dict(node.args))
+
+
+class Graph(nn.ModuleDict):
+    """Runs the nodes of one (sub)graph in order; values live in a dict keyed by node name."""
+
+    def __init__(self, spec: GraphSpec):
+        super().__init__()
+        self.steps: list[tuple[str, tuple[tuple[str, str], ...], str]] = []
+        self.static_deps: dict[str, frozenset[str]] = {}  # filled for the top-level graph by GraphModel
+        for name in spec.order:
+            node = spec.nodes[name]
+            self[name] = Repeat(node) if node.body is not None else make_block(node)
+            kind = "repeat" if node.body is not None else "state" if registry.get(node.block).stateful else "plain"
+            self.steps.append((name, tuple(node.inputs.items()), kind))
+
+    def forward(self, env: dict[str, Any], state: Any = None) -> dict[str, Any]:
+        for name, ports, kind in self.steps:
+            if state is not None and name in state.values:  # fixed while decoding: computed once
+                env[name] = state.values[name]
+                continue
+            kwargs = {port: env[src] for port, src in ports}
+            if kind == "plain":
+                env[name] = self[name](**kwargs)
+            elif kind == "state":
+                env[name] = self[name](**kwargs, state=state)
+            else:
+                env[name] = self[name](kwargs["in"], env, state)
+            if state is not None and self.static_deps.get(name, frozenset()) <= state.static and self.static_deps.get(name):
+                state.values[name] = env[name]
+        return env
+
+
+class Repeat(nn.ModuleList):
+    """N copies of a body graph, each with its own weights; copy i's `out` is copy i+1's input.
+
+    Every copy sees the enclosing graph's values (for example the encoder output) by name."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__([Graph(node.body) for _ in range(node.repeat)])
+        self.carry, self.out = node.carry, node.out
+
+    def forward(self, x: Any, outer: dict[str, Any], state: Any = None) -> Any:
+        for graph in self:
+            x = graph({**outer, self.carry: x}, state)[self.out]
+        return x
+
+
+class GraphModel(nn.Module):
+    """A model assembled from a block graph: `model(*inputs)` -> tensor, or a dict for several outputs."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.input_names = list(spec.inputs)
+        self.output_names = list(spec.outputs)
+        self.input_specs = {n: {"shape": s.shape, "dtype": s.dtype} for n, s in spec.inputs.items()}
+        self.graph = Graph(spec.graph)
+        self.graph.static_deps = input_dependencies(spec)
+        tie_weights(self.graph, spec.graph)
+
+    def forward(self, *args: Any, state: Any = None, **named: Any) -> Any:
+        env = self.graph(dict(zip(self.input_names, args), **named), state)
+        if len(self.output_names) == 1:
+            return env[self.spec.outputs[self.output_names[0]]]
+        return {out: env[node] for out, node in self.spec.outputs.items()}
+
+
+def input_dependencies(spec: ModelSpec) -> dict[str, frozenset[str]]:
+    """For each top-level node, the model inputs it depends on (decoding caches nodes of fixed inputs)."""
+    deps: dict[str, frozenset[str]] = {}
+    for name in spec.graph.order:
+        found: set[str] = set()
+        for src in spec.graph.nodes[name].sources():
+            found |= {src} if src in spec.inputs else deps.get(src, set())
+        deps[name] = frozenset(found)
+    return deps
+
+
+def block_modules(graph: Graph, spec: GraphSpec, prefix: str = "") -> dict[str, tuple[nn.Module, NodeSpec]]:
+    """Every block node's module by qualified name ("layers.0.attn"), in execution order."""
+    found: dict[str, tuple[nn.Module, NodeSpec]] = {}
+    for name in spec.order:
+        node = spec.nodes[name]
+        if node.body is not None:
+            for i, copy in enumerate(graph[name]):
+                found.update(block_modules(copy, node.body, f"{prefix}{name}.{i}."))
+        else:
+            found[prefix + name] = (graph[name], node)
+    return found
+
+
+def tie_weights(graph: Graph, spec: GraphSpec) -> None:
+    """`tie: other` makes each parameter of this node that `other` also has, by name, the same tensor."""
+    modules = block_modules(graph, spec)
+    by_name = {}
+    for qualified, (module, node) in modules.items():
+        by_name.setdefault(node.name, module)
+    for module, node in modules.values():
+        if node.tie is None:
+            continue
+        theirs = dict(by_name[node.tie].named_parameters(recurse=False))
+        for pname, mine in list(module.named_parameters(recurse=False)):
+            if pname in theirs and theirs[pname].shape == mine.shape:
+                setattr(module, pname, theirs[pname])
