@@ -19,13 +19,13 @@ class Plan:
     total: int
 
 
-def make_plan(spec: ModelSpec) -> Plan:
+def make_plan(spec: ModelSpec, quick: bool = False) -> Plan:
     """Infer shapes twice with different example sizes: dimensions that follow an input's named
     dimension are shown by its name (batch, seq), the rest as numbers."""
     first = example_sizes(spec)
     second = {d: (n - i - 1 if n - i - 1 >= 1 else n + i + 1) for i, (d, n) in enumerate(first.items())}
-    a = {i.name: i for i in infer_shapes(spec, first)}
-    b = {i.name: i for i in infer_shapes(spec, second)}
+    a = {i.name: i for i in infer_shapes(spec, first, quick)}
+    b = {i.name: i for i in infer_shapes(spec, second, quick)}
     by_pair = {(first[d], second[d]): d for d in first}
     shapes = {}
     for name, info in a.items():

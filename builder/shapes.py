@@ -2,6 +2,9 @@
 so a mismatch is reported (with the node's config path and its input shapes) before any weight exists."""
 from __future__ import annotations
 
+import sys
+import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,19 +37,56 @@ def example_sizes(spec: ModelSpec, overrides: dict[str, int] | None = None) -> d
     return sizes
 
 
-def infer_shapes(spec: ModelSpec, sizes: dict[str, int] | None = None) -> list[NodeInfo]:
-    """Build and run the graph on the meta device; raise ConfigError listing every problem found."""
+def infer_shapes(spec: ModelSpec, sizes: dict[str, int] | None = None, quick: bool = False) -> list[NodeInfo]:
+    """Build and run the graph on the meta device; raise ConfigError listing every problem found.
+
+    `quick` is for processes that only check and exit (builder-plan): see `_without_dynamo`."""
+    if quick:
+        with _without_dynamo():
+            return infer_shapes(spec, sizes)
     sizes = example_sizes(spec, sizes)
     problems: list[str] = []
     infos: list[NodeInfo] = []
     owners: dict[str, torch.nn.Module] = {}
-    with torch.device("meta"):
-        env = {n: torch.empty([sizes[d] if isinstance(d, str) else d for d in s.shape], dtype=DTYPES[s.dtype])
-               for n, s in spec.inputs.items()}
-        _run(spec.graph, env, "", problems, infos, owners, reported=set())
+    env = {n: torch.empty([sizes[d] if isinstance(d, str) else d for d in s.shape], dtype=DTYPES[s.dtype],
+                          device="meta") for n, s in spec.inputs.items()}
+    _run(spec.graph, env, "", problems, infos, owners, reported=set())
     if problems:
         raise ConfigError(problems)
     return infos
+
+
+@contextmanager
+def _without_dynamo():
+    """Torch's Python meta kernels import torch._dynamo (about a second) on first use only to mark
+    themselves as not-to-be-compiled. A process that never compiles can skip that import. Not for
+    processes that go on to torch.compile: the marks made here would stay."""
+    if "torch._dynamo" in sys.modules:
+        yield
+        return
+    stub = types.ModuleType("torch._dynamo")
+    stub.disable = lambda fn, recursive=True, wrapping=True: fn
+    sys.modules["torch._dynamo"] = stub
+    try:
+        yield
+    finally:
+        del sys.modules["torch._dynamo"]
+        torch.__dict__.pop("_dynamo", None)
+
+
+@contextmanager
+def _skip_init():
+    """Random initialisation means nothing on the meta device, and its first call there costs a second
+    of imports: skip it while checking shapes."""
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
 
 
 def _run(graph: GraphSpec, env: dict[str, Any], prefix: str, problems: list[str], infos: list[NodeInfo],
@@ -86,8 +126,11 @@ def _run(graph: GraphSpec, env: dict[str, Any], prefix: str, problems: list[str]
 
 
 def _build(node: NodeSpec, problems: list[str], reported: set[str]) -> torch.nn.Module | None:
+    # Modules are made on the meta device; their forward runs outside that context manager, whose
+    # per-op interception would route meta ops through slow Python reference kernels.
     try:
-        return make_block(node)
+        with torch.device("meta"), _skip_init():
+            return make_block(node)
     except Exception as e:  # noqa: BLE001 - a block refusing its arguments
         _report(problems, reported, node.path, f"{node.block} `{node.name}`: {str(e).splitlines()[0]}")
         return None

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         model_cfg = prepare_model_config(cfg)
         spec = check_structure(model_cfg)  # structural errors print here, before torch is imported
         from builder.plan import make_plan, print_table, write_diagrams
-        plan = make_plan(spec)
+        plan = make_plan(spec, quick=True)  # this process checks, prints and exits
         print_table(plan, f"plan of {name}")
         out = Path(mine.get("out") or DEFAULT_OUT / name)
         written = write_diagrams(plan, out)
