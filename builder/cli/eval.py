@@ -1,0 +1,65 @@
+"""builder-eval: the task's validation metrics of a trained model, on its data set or a changed one.
+
+    builder-eval ckpt=RUN_DIR
+    builder-eval ckpt=RUN_DIR data.seed=3 data.n_val=500
+
+`data.*` overrides change the run's stored data config (unknown keys are errors).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from builder.cli.args import REQUIRED, apply_overrides, parse_args
+from builder.errors import friendly_errors
+
+SPEC = {"ckpt": REQUIRED, "allow_imports": False}
+
+
+def evaluate(model: Any, cfg: dict[str, Any]) -> dict[str, float]:
+    """Run the task's validation step over the data config's validation set; {metric: value}."""
+    import logging
+    import warnings
+
+    import lightning as L
+    import torch
+
+    from builder.data import datamodule
+    from builder.tasks import task_class
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator banner around the results
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs newer torch
+    seed = int(cfg.get("seed", 0))  # the run's seed, for anything random in the data module
+    L.seed_everything(seed, verbose=False)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    task = task_class(cfg["task"]["name"])(model, cfg)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    results = trainer.validate(task, datamodule=datamodule(cfg["data"], seed=seed), verbose=False)
+    return {k: float(v) for k, v in sorted(results[0].items())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return
+    with friendly_errors("builder-eval"):
+        run(argv)
+
+
+def run(argv: list[str]) -> dict[str, float]:
+    """Parse, load, evaluate and print; the metrics are returned for callers in Python."""
+    args = parse_args(argv, SPEC, groups=("data",))
+    from builder.checkpoint import load
+    loaded = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
+    cfg = dict(loaded.config, data=apply_overrides(loaded.config["data"], args["data"], "data"))
+    metrics = evaluate(loaded.model, cfg)
+    print(f"{loaded.path} on {cfg['data']['name']} (validation set, data.seed={cfg['data'].get('seed')}):")
+    for key, value in metrics.items():
+        print(f"  {key:<12} {value:.4f}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
