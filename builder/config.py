@@ -47,16 +47,19 @@ def _hydra_message(e: Exception, overrides: Any) -> str:
         group, name = m.groups()
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         return f"{group}={name}: no such config{suggest(name, options)}; available: {', '.join(options)}"
-    m = re.search(r"Key '(\w+)' is not in struct", str(e))
-    key = re.search(r"override '([\w.]+)=", str(e))
-    if m and key:
-        return f"{key.group(1)}: no such key{_suggest_key(key.group(1))} ({text})"
+    cause = str(e.__cause__ or "")
+    key = re.search(r"full_key: ([\w.]+)", cause)
+    if "is not in struct" in cause and key:
+        dotted = key.group(1)
+        others = [o for o in overrides if not o.lstrip("+~").startswith(dotted + "=")]
+        return (f"{dotted}: no such key{_suggest_key(dotted, others)}; "
+                f"to add a new key on purpose write +{dotted}=...")
     return text
 
 
-def _suggest_key(dotted: str) -> str:
+def _suggest_key(dotted: str, overrides: list[str]) -> str:
     try:
-        cfg = compose([])
+        cfg = compose(overrides)
     except ConfigError:
         return ""
     *parents, leaf = dotted.split(".")
