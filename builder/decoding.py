@@ -23,9 +23,15 @@ class DecodeState:
         self.offset += n
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search keeps the caches of the surviving beams)."""
+        """Select batch rows (beam search keeps the caches of the surviving beams). Tensors with a batch
+        dimension of 1 are broadcast over the batch (a position table) and stay as they are."""
         for slot in self._slots.values():
             for key, value in slot.items():
-                if isinstance(value, torch.Tensor):
-                    slot[key] = value.index_select(0, index)
-        self.values = {k: v.index_select(0, index) if isinstance(v, torch.Tensor) else v for k, v in self.values.items()}
+                slot[key] = _select(value, index)
+        self.values = {k: _select(v, index) for k, v in self.values.items()}
+
+
+def _select(value: Any, index: torch.Tensor) -> Any:
+    if not isinstance(value, torch.Tensor) or (value.shape[0] == 1 and index.numel() > 1):
+        return value
+    return value.index_select(0, index)
