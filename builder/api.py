@@ -69,7 +69,23 @@ class Classifier(LoadedModel):
         return Prediction([classes[i] for i in probs.argmax(-1).tolist()], probs)
 
 
-LOADED = {"classification": Classifier}
+# task name -> the loaded-model class (by import path, imported only when such a model is loaded)
+LOADED = {
+    "classification": "builder.api:Classifier",
+    "language_model": "builder.lm:LanguageModel",
+    "seq2seq": "builder.translation:Translator",
+}
+
+
+def loaded_class(task: str) -> type[LoadedModel]:
+    import importlib
+    target = LOADED.get(task)
+    if target is None:
+        return LoadedModel
+    if isinstance(target, str):
+        module, name = target.split(":")
+        target = getattr(importlib.import_module(module), name)
+    return target
 
 
 def load(path: str | Path, allow_imports: bool = False) -> LoadedModel:
@@ -78,4 +94,4 @@ def load(path: str | Path, allow_imports: bool = False) -> LoadedModel:
     allow_imports=True lets the model's `imports:` modules (user blocks) be imported; they run code.
     """
     loaded = checkpoint.load(path, allow_imports=allow_imports)
-    return LOADED.get(loaded.config["task"]["name"], LoadedModel)(loaded)
+    return loaded_class(loaded.config["task"]["name"])(loaded)

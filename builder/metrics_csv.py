@@ -2,7 +2,9 @@
 
 A Lightning logger (not CSVLogger, which writes into versioned sub-directories): columns are `step`, then
 the task's declared metrics in a stable order, then anything else in order of first appearance. Empty cells
-mean "not logged at this event" (validation metrics appear only on validation rows).
+mean "not logged at this event" (validation metrics appear only on validation rows). A resumed run appends
+to the file, after dropping the rows the interrupted run logged past its checkpoint (they are logged again).
+Only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -16,12 +18,21 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class MetricsCSV(Logger):
-    def __init__(self, save_dir: str | Path, filename: str = "metrics.csv", columns: list[str] | tuple[str, ...] = ()):
+    def __init__(self, save_dir: str | Path, filename: str = "metrics.csv", columns: list[str] | tuple[str, ...] = (),
+                 resume_step: int | None = None):
+        """resume_step: continue an existing file, keeping its rows logged before this step."""
         super().__init__()
         self._save_dir = str(save_dir)
         self.path = Path(save_dir) / filename
         self.columns = ["step"] + [c for c in columns if c != "step"]
         self.rows: list[dict[str, Any]] = []
+        if rank_zero_only.rank != 0:
+            return
+        if resume_step is not None and self.path.is_file():
+            with self.path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns += [c for c in reader.fieldnames or () if c not in self.columns]
+                self.rows = [r for r in reader if r.get("step") and int(r["step"]) < resume_step]
         self._rewrite()  # the file exists (with its header) even if a run logs nothing
 
     @property

@@ -1,7 +1,9 @@
 """train(cfg): one training run from a composed config; returns the task's monitored metric (for sweeps).
 
 The config is checked before torch or Lightning is imported, so a typo fails in well under a second.
-A run directory holds config.yaml (resolved), overrides.yaml, metrics.csv and checkpoints/{best,last}.ckpt.
+A run directory (builder/rundir.py) holds config.yaml (resolved), overrides.yaml, train.log, metrics.csv,
+checkpoints/{best,last}.ckpt, result.yaml and the dashboards' files. `resume=` continues a run in place
+(builder/resume.py); several processes (trainer=ddp|fsdp) write from rank 0 only (builder/distributed.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ def check(cfg: DictConfig) -> None:
     """Every problem in the config we can find without torch, raised together as one ConfigError."""
     from builder.data import check_data
     from builder.graph import check_structure
+    from builder.loggers import check_loggers
     from builder.prepare import prepare_model_config
     from builder.tasks import check_task
     problems = [f"{s}: missing (the defaults list in conf/train.yaml selects it)" for s in SECTIONS if s not in cfg]
@@ -36,89 +39,189 @@ def check(cfg: DictConfig) -> None:
         problems.append("trainer._target_: missing; the trainer config holds lightning.Trainer arguments")
     if "optim" in cfg and not OmegaConf.select(cfg, "optim.optimizer._target_"):
         problems.append("optim.optimizer._target_: missing (e.g. torch.optim.AdamW with _partial_: true)")
+    problems += check_loggers(cfg.get("logger"))
     if problems:
         raise ConfigError(problems)
 
 
-def run_dir_and_overrides(cfg: DictConfig) -> tuple[Path, list[str]]:
-    """`run_dir` from the config, else Hydra's run directory, else outputs/<date>/<time> (plain Python calls)."""
-    from hydra.core.hydra_config import HydraConfig
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    overrides = list(hydra.overrides.task) if hydra is not None else []
-    if cfg.get("run_dir"):
-        return Path(cfg.run_dir), overrides
-    if hydra is not None and OmegaConf.select(hydra, "runtime.output_dir"):
-        return Path(hydra.runtime.output_dir), overrides
-    return Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S"), overrides
-
-
-def make_loggers(cfg: DictConfig, run_dir: Path, columns: list[str]) -> list[Any]:
-    """metrics.csv always, plus the dashboard the `logger` config names, if any."""
-    from hydra.utils import instantiate
-
-    from builder.metrics_csv import MetricsCSV
-    loggers: list[Any] = []
-    logger_cfg = cfg.get("logger")
-    if logger_cfg is not None and logger_cfg.get("_target_"):
-        extra = {"columns": columns} if logger_cfg._target_.endswith("MetricsCSV") else {}
-        loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), **extra))
-    if not any(isinstance(lg, MetricsCSV) for lg in loggers):
-        loggers.insert(0, MetricsCSV(run_dir, columns=columns))
-    return loggers
-
-
-def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
+def check_shapes(cfg: DictConfig) -> None:
+    """check(cfg), then the model's shapes on the meta device (imports torch; no weight is allocated)."""
     check(cfg)
+    from builder.graph import check_structure
+    from builder.prepare import prepare_model_config
+    from builder.shapes import infer_shapes
+    infer_shapes(check_structure(prepare_model_config(cfg)))
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[Any, ...] = ()) -> float:
+    """Train; `overrides` is what overrides.yaml records (default: Hydra's), `callbacks` are added to Lightning's."""
+    check(cfg)
+    from builder.distributed import is_rank_zero
+    from builder.rundir import choose_run_dir, effective_resume, hydra_job, point_latest, write_overrides
+    rank0 = is_rank_zero()
+    run_dir = choose_run_dir(cfg)
+    resume = effective_resume(cfg, run_dir)
+    overrides = list(overrides if overrides is not None else hydra_job()[1])
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_overrides(run_dir, overrides, resumed=resume is not None)
+        point_latest(run_dir, cfg.get("outputs_dir") or "outputs")
+    start = time.perf_counter()
+    run = Run(cfg, run_dir, rank0, overrides, resume)
+    try:
+        value = run.fit(callbacks)
+    except BaseException as e:
+        if rank0:
+            run.record("failed" if isinstance(e, Exception) else "interrupted", time.perf_counter() - start, error=e)
+        raise
+    status = "interrupted" if run.trainer.interrupted else "completed"
+    if rank0:
+        run.record(status, time.perf_counter() - start, value=value)
+        print(f"{run.task.monitor} = {value:.4f} (best; mode {run.task.mode}) after {run.trainer.global_step} steps, "
+              f"{time.perf_counter() - start:.1f} s; run directory: {run_dir}")
+    return value
+
+
+class Run:
+    """The pieces of one run, built in order: data, model, task, loggers, trainer."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, rank0: bool, overrides: list[str], resume: str | None):
+        self.cfg, self.run_dir, self.rank0, self.overrides, self.resume = cfg, run_dir, rank0, overrides, resume
+        self.trainer: Any = None
+        self.task: Any = None
+
+    def fit(self, extra_callbacks: tuple[Any, ...]) -> float:
+        import lightning as L
+        import torch
+
+        from builder.data import datamodule
+        from builder.data_order import make_resumable
+        from builder.distributed import finish_launch, launch_env, use_config_launcher
+        from builder.graph import build_model
+        from builder.loggers import finish, log_run_info, make_loggers
+        from builder.prepare import prepare_model_config
+        from builder.resume import check_resumable, last_checkpoint
+        cfg, run_dir = self.cfg, self.run_dir
+        quiet_lightning_twins()
+        if self.resume:
+            import warnings
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))  # more threads than free cores make tiny ops wait on each other
+        data = datamodule(plain["data"], seed=int(cfg.seed))
+        make_resumable(data, int(cfg.seed))
+        # `auto` model sizes (e.g. vocab_size) come from the data; the checkpoint keeps the filled-in model config
+        plain["model"] = prepare_model_config(cfg, sizes=data.model_sizes() if hasattr(data, "model_sizes") else None)
+        ckpt_path, resume_step = None, None
+        if self.resume:
+            ckpt_path = last_checkpoint(run_dir, self.resume)
+            resume_step = check_resumable(ckpt_path, plain["model"])
+        if self.rank0:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+        model = build_model(plain["model"])
+        strategy = make_strategy(plain["trainer"].get("strategy", "auto"))
+        self.task = task = task_for(cfg.task.name, strategy)(model, plain)
+        loggers = make_loggers(plain.get("logger"), run_dir, task.columns(), resume_step=resume_step,
+                               rank=0 if self.rank0 else 1)
+        with run_log(run_dir if self.rank0 else None):
+            self.trainer = trainer = self.make_trainer(plain, strategy, loggers, extra_callbacks)
+            child = dict(plain, run_dir=str(run_dir), resume=str(ckpt_path) if ckpt_path else None)
+            saved_env = launch_env()
+            launcher = use_config_launcher(trainer, child, cfg.get("threads"))
+            if self.rank0:
+                log_run_info(loggers, plain)
+            try:
+                trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+            finally:
+                finish_launch(launcher, saved_env)
+                finish(failed=trainer.state.status != "finished")
+        score = self.best.best_model_score
+        return float(score) if score is not None else float(trainer.callback_metrics.get(task.monitor, float("nan")))
+
+    def make_trainer(self, plain: dict[str, Any], strategy: Any, loggers: list[Any], extra: tuple[Any, ...]) -> Any:
+        from hydra.utils import get_class
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from builder.progress import LastCheckpoint, ProgressBar, ValidateAtEnd
+        from builder.resume import rng_callback
+        from builder.safety import AtomicCheckpointIO, StopOnNonFinite
+        ckpt_dir = self.run_dir / "checkpoints"
+        self.best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=self.task.monitor, mode=self.task.mode,
+                                    save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+        last = LastCheckpoint(ckpt_dir / "last.ckpt", self.cfg.get("ckpt_every_n_steps"))
+        # the loss check runs first: a NaN step raises before any checkpoint could be written after it
+        callbacks: list[Any] = [StopOnNonFinite(ckpt_dir / "last.ckpt"), ValidateAtEnd(), self.best, last,
+                                rng_callback(), *extra]
+        skip = ("_target_", "callbacks", "logger", "strategy", "plugins", "use_distributed_sampler")
+        kwargs = {k: v for k, v in plain["trainer"].items() if k not in skip}
+        if kwargs.get("enable_progress_bar", True) and self.rank0:
+            callbacks.append(ProgressBar())
+        # every rank draws its own share of each global batch (builder/data_order.py), so no DistributedSampler
+        return get_class(plain["trainer"]["_target_"])(
+            **kwargs, strategy=strategy, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+            callbacks=callbacks, logger=loggers, default_root_dir=str(self.run_dir))
+
+    def record(self, status: str, seconds: float, value: float | None = None,
+               error: BaseException | None = None) -> None:
+        from builder.rundir import write_result
+        fields: dict[str, Any] = {"status": status, "monitor": getattr(self.task, "monitor", None),
+                                  "mode": getattr(self.task, "mode", None), "value": value,
+                                  "steps": int(self.trainer.global_step) if self.trainer is not None else 0,
+                                  "seconds": round(seconds, 2), "overrides": self.overrides}
+        if error is not None:
+            fields["error"] = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        write_result(self.run_dir, **fields)
+
+
+def make_strategy(spec: Any) -> Any:
+    """A strategy name for Lightning, or an instance from a mapping with `_target_` (conf/trainer/fsdp.yaml)."""
+    if isinstance(spec, dict) and spec.get("_target_"):
+        from hydra.utils import instantiate
+        return instantiate(spec)
+    return spec
+
+
+def task_for(name: str, strategy: Any) -> type:
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from builder.distributed import fsdp_task
+    from builder.tasks import task_class
+    cls = task_class(name)
+    return fsdp_task(cls) if isinstance(strategy, ModelParallelStrategy) else cls
+
+
+def quiet_lightning_twins() -> None:
     import logging
     import warnings
-
-    import lightning as L
-    import torch
-    from hydra.utils import get_class
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from builder.data import datamodule
-    from builder.graph import build_model
-    from builder.prepare import prepare_model_config
-    from builder.progress import LastCheckpoint, ProgressBar, ValidateAtEnd
-    from builder.tasks import task_class
-
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs newer torch
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")  # every rank validates the whole set
     if logging.getLogger().handlers:
         # Hydra configured the root logger; Lightning has its own console handler too: print each message once
         logging.getLogger("lightning").propagate = False
-    run_dir, hydra_overrides = run_dir_and_overrides(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides or hydra_overrides))))
-    plain = OmegaConf.to_container(cfg, resolve=True)
 
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))  # more threads than free cores make tiny ops wait on each other
-    data = datamodule(plain["data"], seed=int(cfg.seed))
-    # `auto` model sizes (e.g. vocab_size) come from the data; the checkpoint keeps the filled-in model config
-    plain["model"] = prepare_model_config(cfg, sizes=data.model_sizes() if hasattr(data, "model_sizes") else None)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))  # resolved, sizes filled in
-    model = build_model(plain["model"])
-    task = task_class(cfg.task.name)(model, plain)
 
-    ckpt_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode=task.mode, save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
-    last = LastCheckpoint(ckpt_dir / "last.ckpt", cfg.get("ckpt_every_n_steps"))
-    callbacks: list[Any] = [ValidateAtEnd(), best, last]
-    trainer_kwargs = {k: v for k, v in plain["trainer"].items() if k not in ("_target_", "callbacks", "logger")}
-    if trainer_kwargs.get("enable_progress_bar", True):
-        callbacks.append(ProgressBar())
-    trainer = get_class(plain["trainer"]["_target_"])(
-        **trainer_kwargs, callbacks=callbacks, logger=make_loggers(cfg, run_dir, task.columns()),
-        default_root_dir=str(run_dir))
+class run_log:
+    """Lightning's messages also go to the run directory's train.log (Hydra's own lines go there too)."""
+    names = ("lightning.pytorch", "lightning.fabric")  # Lightning's loggers do not propagate to the root
 
-    start = time.perf_counter()
-    trainer.fit(task, datamodule=data)
-    seconds = time.perf_counter() - start
-    score = best.best_model_score
-    value = float(score) if score is not None else float(trainer.callback_metrics.get(task.monitor, float("nan")))
-    print(f"{task.monitor} = {value:.4f} (best; mode {task.mode}) after {trainer.global_step} steps, "
-          f"{seconds:.1f} s; run directory: {run_dir}")
-    return value
+    def __init__(self, run_dir: Path | None):
+        self.handler = None
+        if run_dir is not None:
+            import logging
+            self.handler = logging.FileHandler(run_dir / "train.log")
+            self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+
+    def __enter__(self) -> None:
+        if self.handler is not None:
+            import logging
+            for name in self.names:
+                logging.getLogger(name).addHandler(self.handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handler is not None:
+            import logging
+            for name in self.names:
+                logging.getLogger(name).removeHandler(self.handler)
+            self.handler.close()

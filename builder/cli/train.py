@@ -2,10 +2,14 @@
 
     builder-train                                   # the toy leaf/flower classifier
     builder-train experiment=toy_classifier trainer.max_steps=50 optim=sgd
-    builder-train -m optim.lr=0.01,0.03             # a sweep, under outputs/multirun/
+    builder-train experiment=gpt_char 'logger=[tensorboard,wandb]'
+    builder-train experiment=gpt_char trainer=ddp trainer.devices=2
+    builder-train resume=latest                     # continue the newest run from its last.ckpt
+    builder-train -m optim.lr=0.01,0.03             # a grid, under outputs/multirun/<date>/<time>/<trial>
+    builder-train -m experiment=toy_classifier sweep=toy_optuna   # an Optuna search (conf/sweep)
 
-The run directory (outputs/<date>/<time>) receives config.yaml, overrides.yaml, metrics.csv and
-checkpoints/{best,last}.ckpt.
+The run directory (outputs/<date>/<time>, `outputs/latest` points at the newest) receives config.yaml,
+overrides.yaml, train.log, metrics.csv, checkpoints/{best,last}.ckpt and result.yaml.
 """
 from __future__ import annotations
 
@@ -15,22 +19,73 @@ import hydra
 from omegaconf import DictConfig
 
 from builder.config import CONF_DIR, compose, register_resolvers
-from builder.errors import friendly_errors
+from builder.errors import ConfigError, friendly_errors
+from builder.rundir import register_run_dir_resolver
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _run(cfg: DictConfig) -> float:
-    with friendly_errors("builder-train"):
+    register_resolvers()  # also in a launcher's worker process (joblib, submitit), which never ran main()
+    from builder.rundir import hydra_job
+    _, overrides, multirun = hydra_job()
+    if multirun:
+        return trial(cfg, overrides)
+    with friendly_errors("builder-train"), stopped_cleanly("builder-train"):
         from builder.train import train
         return train(cfg)
 
 
+def trial(cfg: DictConfig, overrides: list[str]) -> float:
+    """One trial of a sweep. A config problem or a diverging loss is recorded (result.yaml, summary) and the
+    sweep goes on: Optuna marks an exception as a failed trial; a grid gets NaN (Hydra's grid stops on errors)."""
+    from builder.safety import NonFiniteLoss
+    from builder.train import train
+    try:
+        return train(cfg)
+    except (ConfigError, NonFiniteLoss) as e:
+        from hydra.core.hydra_config import HydraConfig
+
+        from builder.rundir import hydra_job, write_result
+        problem = "; ".join(getattr(e, "problems", None) or [str(e)])
+        message = f"trial {' '.join(overrides)}: {problem}"
+        print(f"builder-train: {message}", file=sys.stderr)
+        job_dir = hydra_job()[0]
+        if job_dir is not None and not (job_dir / "result.yaml").is_file():  # failed before training started
+            job_dir.mkdir(parents=True, exist_ok=True)
+            write_result(job_dir, status="failed", error=problem.splitlines()[0], overrides=overrides)
+        if "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower():
+            raise RuntimeError(message) from None
+        return float("nan")
+
+
+class stopped_cleanly:
+    """A non-finite loss: one line and exit status 1, no traceback (HYDRA_FULL_ERROR=1 shows it)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        import os
+        safety = sys.modules.get("builder.safety")  # not imported here: a config error must not load torch
+        if safety and isinstance(error, safety.NonFiniteLoss) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            print(f"{self.command}: {error}", file=sys.stderr)
+            sys.exit(1)
+        return False
+
+
 def main() -> None:
     register_resolvers()
+    register_run_dir_resolver()
     args = sys.argv[1:]
-    if not any(a.startswith("-") for a in args):
-        with friendly_errors("builder-train"):
-            compose(args)  # overrides checked first: a misspelt key gets one line with a did-you-mean
+    with friendly_errors("builder-train"):
+        from builder.resume import with_original_overrides
+        full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
+        if not any(a.startswith("-") for a in args):
+            compose(full)  # overrides checked first: a misspelt key gets one line with a did-you-mean
+    sys.argv = [sys.argv[0], *full]
     _run()
 
 

@@ -12,6 +12,9 @@ from builder.errors import ConfigError, suggest
 
 DATASETS = {
     "leaf_flower": "builder.data.leaf_flower:LeafFlowerData",
+    "text": "builder.data.text:TextData",
+    "numbers": "builder.data.numbers:NumbersData",
+    "parallel": "builder.data.parallel:ParallelData",
 }
 
 

@@ -12,6 +12,8 @@ from builder.errors import ConfigError, suggest
 
 TASKS = {
     "classification": "builder.tasks.classification:ClassificationTask",
+    "language_model": "builder.tasks.language_model:LanguageModelTask",
+    "seq2seq": "builder.tasks.seq2seq:Seq2SeqTask",
 }
 LOSSES = ("cross_entropy", "mse", "l1")
 MODES = ("min", "max")

@@ -1,0 +1,96 @@
+"""Tokenizers on the `tokenizers` library: character-level and byte-level BPE, stored as tokenizer.json.
+
+Character level: one token per character of the corpus alphabet (sorted), as in nanoGPT. Byte-level BPE:
+GPT-2's scheme, merges learnt from the training text. Either serialises to one JSON string, kept both as
+tokenizer.json in the run directory and inside the checkpoint, so a model always travels with its vocabulary.
+A tokenizer.json written by another tool (Hugging Face GPT-2's) loads the same way.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+
+KINDS = ("char", "bpe")
+EOT = "<|endoftext|>"
+
+
+class Tokenizer:
+    """text <-> token ids; `kind` is "char" when every token is one character (bits per character = bits per token)."""
+
+    def __init__(self, tok: HFTokenizer):
+        self.tok = tok
+        self.kind = "char" if json.loads(tok.to_str())["model"]["type"] == "WordLevel" else "bpe"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tok.token_to_id(EOT)
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "char":
+            unknown = sorted(set(text) - set(self.tok.get_vocab()))
+            if unknown:
+                raise ValueError(f"characters not in the tokenizer's alphabet: {''.join(unknown)!r}")
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def to_str(self) -> str:
+        return self.tok.to_str()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_str(), encoding="utf-8")
+
+    @classmethod
+    def from_str(cls, text: str) -> "Tokenizer":
+        return cls(HFTokenizer.from_str(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer file not found: {path}")
+        return cls.from_str(path.read_text(encoding="utf-8"))
+
+
+def char_tokenizer(text: str) -> Tokenizer:
+    """One token per distinct character of `text`, ids in sorted character order."""
+    vocab = {c: i for i, c in enumerate(sorted(set(text)))}
+    tok = HFTokenizer(models.WordLevel(vocab, unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character alone
+    tok.decoder = decoders.Fuse()  # join tokens without spaces
+    return Tokenizer(tok)
+
+
+def bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Byte-level BPE (GPT-2's scheme): 256 byte tokens, merges learnt from `texts`, and <|endoftext|>."""
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return Tokenizer(tok)
+
+
+def train_tokenizer(kind: str, train_text: str, all_text: str, vocab_size: int = 4096) -> Tokenizer:
+    """A new tokenizer: BPE merges come from the training text; the character alphabet from the whole
+    corpus (a character seen only in validation would otherwise have no id, as nanoGPT also does)."""
+    if kind == "char":
+        return char_tokenizer(all_text)
+    if kind == "bpe":
+        chunk = 1 << 20  # the trainer takes an iterator: feed it pieces, not one huge string
+        return bpe_tokenizer((train_text[i:i + chunk] for i in range(0, len(train_text), chunk)), vocab_size)
+    raise ValueError(f"data.tokenizer.kind: unknown kind '{kind}'; available: {', '.join(KINDS)}")

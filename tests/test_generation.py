@@ -1,0 +1,153 @@
+"""Decoding: greedy, sampling filters, beam search against brute force, eos handling, KV-cached generation."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from builder.config import compose, resolve
+from builder.decoding import DecodeState
+from builder.generation import decode, filter_logits, lm_step
+from builder.graph import build_model
+
+
+def chain_step(table):
+    """A Markov chain as a step function: next-token log-probs depend only on the last token."""
+    def step(tokens, state):
+        state.advance(tokens.shape[1] - state.offset)
+        return table[tokens[:, -1]]  # (B, V)
+    return step
+
+
+def log_table(rows):
+    return torch.tensor(rows, dtype=torch.float).log()
+
+
+def seq_logp(table, prefix, seq):
+    last, total = prefix, 0.0
+    for t in seq:
+        total += table[last, t].item()
+        last = t
+    return total
+
+
+def test_greedy_and_filters():
+    table = log_table([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
+    out = decode(chain_step(table), torch.tensor([[0], [2]]), max_new_tokens=3)
+    assert out.tolist() == [[0, 1, 0, 1], [2, 2, 2, 2]]
+    g = torch.Generator().manual_seed(0)  # top_k=1 and a tiny top_p leave only the argmax to sample
+    assert torch.equal(decode(chain_step(table), torch.tensor([[0]]), max_new_tokens=5, temperature=1.0, top_k=1,
+                              generator=g), decode(chain_step(table), torch.tensor([[0]]), max_new_tokens=5))
+    assert torch.equal(decode(chain_step(table), torch.tensor([[0]]), max_new_tokens=5, temperature=1.0, top_p=0.01,
+                              generator=g), decode(chain_step(table), torch.tensor([[0]]), max_new_tokens=5))
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, 2, None)).tolist() == [[True, False, False, True]]
+    # probabilities ~ [0.09, 0.67, 0.24, 0.03]: 0.67 < 0.8, so the second largest is kept too
+    assert torch.isinf(filter_logits(logits, None, 0.8)).tolist() == [[True, False, False, True]]
+
+
+def test_sampling_is_seeded_and_streams():
+    table = log_table([[0.3, 0.4, 0.3]] * 3)
+    seen = []
+    a = decode(chain_step(table), torch.tensor([[0]]), max_new_tokens=20, temperature=1.0,
+               generator=torch.Generator().manual_seed(3), on_token=lambda t: seen.append(int(t[0])))
+    b = decode(chain_step(table), torch.tensor([[0]]), max_new_tokens=20, temperature=1.0,
+               generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a[0, 1:].tolist() == seen and len(set(seen)) > 1
+
+
+def test_eos_pads_finished_rows_and_stops():
+    eos = 2  # row 0 reaches eos at once, row 1 after two tokens
+    table = log_table([[0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    table[1] = torch.tensor([0.1, 0.8, 0.1]).log()
+    step = chain_step(table)
+    out = decode(step, torch.tensor([[0], [1]]), max_new_tokens=10, eos_id=eos)
+    assert out.tolist() == [[0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]]
+    table[1] = torch.tensor([0.1, 0.45, 0.45]).log()
+    table[1, 1] -= 1e-3  # ties broken towards eos after the first step
+    out = decode(chain_step(table), torch.tensor([[0], [1]]), max_new_tokens=10, eos_id=eos)
+    assert out.tolist() == [[0, 2], [1, 2]]  # every row finished: decoding stops early
+
+
+def brute_force(table, prefix, n, eos, length_penalty):
+    """The best finished sequence (ends in eos, or n tokens long) by exhaustive search."""
+    best, best_score = None, -math.inf
+    for length in range(1, n + 1):
+        for seq in itertools.product(range(table.shape[0]), repeat=length):
+            if eos in seq[:-1] or (length < n and seq[-1] != eos):
+                continue
+            score = seq_logp(table, prefix, seq) / length ** length_penalty
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
+def test_beam_search_with_enough_beams_is_exhaustive(length_penalty):
+    torch.manual_seed(0)
+    V, n, eos = 3, 4, 2
+    table = torch.randn(V, V).mul(2).log_softmax(-1)
+    out = decode(chain_step(table), torch.tensor([[0], [1]]), max_new_tokens=n, num_beams=V ** n, eos_id=eos,
+                 length_penalty=length_penalty)
+    for b, prefix in enumerate((0, 1)):
+        expect = brute_force(table, prefix, n, eos, length_penalty)
+        got = out[b, 1:].tolist()
+        got = got[: got.index(eos) + 1] if eos in got else got
+        assert got == expect
+
+
+def test_beam_search_beats_greedy():
+    # token 0 looks best first (0.6), but every continuation after it is 1/3; token 1 is followed by 0.99
+    table = log_table([[0.3, 0.3, 0.4], [0.005, 0.99, 0.005], [0.6 * 0.999, 0.4 * 0.999, 0.001]])
+    table[0] = torch.full((3,), 1 / 3).log()
+    greedy = decode(chain_step(table), torch.tensor([[2]]), max_new_tokens=2)
+    beam = decode(chain_step(table), torch.tensor([[2]]), max_new_tokens=2, num_beams=2)
+    assert greedy[0, 1].item() == 0 and beam[0, 1:].tolist() == [1, 1]
+
+
+def tiny_gpt(block_size=16):
+    torch.manual_seed(0)
+    cfg = compose(["model=gpt", "model.vocab_size=11", f"model.block_size={block_size}", "model.n_layer=2",
+                   "model.n_head=2", "model.d_model=16"])
+    return build_model(resolve(cfg.model, "model")).eval()
+
+
+def test_cached_and_uncached_generation_agree_past_the_window():
+    model = tiny_gpt()
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    for kwargs in ({}, {"temperature": 1.0}):  # 40 new tokens: the 16-token window slides 27 times
+        runs = [decode(lm_step(model, 16, use_cache), prompt, max_new_tokens=40,
+                       generator=torch.Generator().manual_seed(1), **kwargs) for use_cache in (True, False)]
+        assert torch.equal(runs[0], runs[1])
+    beams = [decode(lm_step(model, 16, use_cache), prompt, max_new_tokens=20, num_beams=3)
+             for use_cache in (True, False)]
+    assert torch.equal(beams[0], beams[1])  # caches follow their beams through state.reorder
+
+
+def test_decode_drives_an_encoder_decoder_with_static_inputs():
+    torch.manual_seed(0)
+    cfg = compose(["model=transformer", "model.src_vocab_size=13", "model.tgt_vocab_size=13", "model.max_len=32",
+                   "model.d_model=16", "model.n_head=2", "model.d_ff=32", "model.n_encoder_layers=1",
+                   "model.n_decoder_layers=1", "model.dropout=0.0"])
+    model = build_model(resolve(cfg.model, "model")).eval()
+    src = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 0]])
+    src_pad = torch.tensor([[False] * 4, [False, False, False, True]])
+    K = 3
+
+    def step(cached):
+        def run(tokens, state):
+            k = tokens.shape[0] // src.shape[0]  # beam search: rows are batch-major
+            s, sp = src.repeat_interleave(k, 0), src_pad.repeat_interleave(k, 0)
+            tgt = tokens[:, state.offset:] if cached else tokens
+            out = model(s, sp, tgt, torch.zeros_like(tgt, dtype=torch.bool), state=state if cached else None)
+            if cached:
+                state.advance(tgt.shape[1])
+            return out[:, -1]
+        return run
+
+    make = lambda: DecodeState(static=("src", "src_pad"))  # noqa: E731
+    bos = torch.ones(2, 1, dtype=torch.long)
+    for beams in (1, K):
+        a = decode(step(True), bos, max_new_tokens=8, num_beams=beams, eos_id=2, new_state=make)
+        b = decode(step(False), bos, max_new_tokens=8, num_beams=beams, eos_id=2, new_state=make)
+        assert torch.equal(a, b)

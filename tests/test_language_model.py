@@ -1,0 +1,79 @@
+"""A tiny gpt_char run end to end: the loss falls, the checkpoint carries the tokenizer, and the trained model
+generates through builder.load(...).generate and the builder-generate command."""
+import contextlib
+import io
+import math
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+TINY_GPT = ["experiment=gpt_char", "model.n_layer=1", "model.n_head=2", "model.d_model=32", "model.block_size=32",
+            "data.max_val_windows=16", "task.sample_tokens=30", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "trainer.log_every_n_steps=10", "optim.warmup_steps=10"]
+
+
+@pytest.fixture(scope="module")
+def lm_run(compose, tmp_path_factory):
+    from builder.train import train
+    run_dir = tmp_path_factory.mktemp("lm_run")
+    overrides = [*TINY_GPT, f"run_dir={run_dir}", f"data.cache_dir={run_dir.parent / 'text_cache'}",
+                 "trainer.max_steps=80", "trainer.val_check_interval=40"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        score = train(compose(overrides), overrides=overrides)
+    return SimpleNamespace(dir=run_dir, score=score, stdout=out.getvalue())
+
+
+def test_loss_falls_and_metrics_are_logged(lm_run):
+    from builder.metrics_csv import read_metrics
+    rows = read_metrics(lm_run.dir / "metrics.csv")
+    train_loss = [r["train/loss"] for r in rows if "train/loss" in r]
+    val = [r for r in rows if "val/loss" in r]
+    assert len(val) == 2 and val[1]["val/loss"] < val[0]["val/loss"] < math.log(100)
+    assert train_loss[-1] < train_loss[0] - 0.5
+    assert val[1]["val/bpc"] == pytest.approx(val[1]["val/loss"] / math.log(2), rel=1e-5)
+    assert any("train/tokens_per_s" in r for r in rows)
+    assert "sample after 80 steps:" in lm_run.stdout  # training ends by printing a sample
+    assert (lm_run.dir / "samples.txt").read_text().count("--- step") == 2
+
+
+def test_checkpoint_carries_the_tokenizer(lm_run):
+    ckpt = torch.load(lm_run.dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["builder"]["tokenizer"] == (lm_run.dir / "tokenizer.json").read_text()
+    from builder.tokenizer import Tokenizer
+    assert ckpt["builder"]["config"]["model"]["vocab_size"] == Tokenizer.from_str(ckpt["builder"]["tokenizer"]).vocab_size
+
+
+def test_load_and_generate(lm_run):
+    import builder
+    model = builder.load(lm_run.dir)
+    pieces = []
+    greedy = model.generate("def f(x):", max_new_tokens=25, temperature=0, stream=pieces.append)
+    assert len(greedy) == 25 and "".join(pieces) == greedy  # streamed piece by piece, same text
+    assert greedy == model.generate("def f(x):", max_new_tokens=25, temperature=0, use_cache=False)
+    a = model.generate("The ", max_new_tokens=25, temperature=1.0, top_k=10, top_p=0.9, seed=1)
+    assert a == model.generate("The ", max_new_tokens=25, temperature=1.0, top_k=10, top_p=0.9, seed=1)
+    assert len(model.generate("The ", max_new_tokens=10, num_beams=3)) == 10
+
+
+def test_generate_command_takes_the_prompt_verbatim(lm_run, cli_env):
+    import builder
+    prompt = 'x = f("a, b", key=\'c\'), y == 2'
+    done = subprocess.run([cli_env.python, "-m", "builder.cli.generate", f"ckpt={lm_run.dir}", f"prompt={prompt}",
+                           "max_new_tokens=20", "temperature=0"], env=cli_env.env, cwd=cli_env.cwd,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = builder.load(lm_run.dir).generate(prompt, max_new_tokens=20, temperature=0)
+    assert done.stdout == prompt + expected + "\n"
+
+
+def test_compiled_model_trains_under_bf16_autocast(compose, tmp_path):
+    from builder.train import train  # torch.compile on CPU: about 20 s the first time, then cached by inductor
+    overrides = [*TINY_GPT, f"run_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=3",
+                 "trainer.val_check_interval=3", "data.max_val_windows=4", "task.sample_tokens=5", "compile=true",
+                 "trainer.precision=bf16-mixed"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        score = train(compose(overrides), overrides=overrides)
+    assert math.isfinite(score)

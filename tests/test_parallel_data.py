@@ -1,0 +1,112 @@
+"""Parallel data: TSV (two columns or Tatoeba's three), line-aligned file pairs, errors with file:line,
+direction, length filtering, teacher-forcing batches and length buckets."""
+import pytest
+
+from builder.data.parallel import BucketSampler, ParallelData, read_aligned, read_tsv
+from builder.errors import ConfigError
+from builder.translation import special_ids
+
+PAIRS = [("Go.", "Geh."), ("Hi.", "Hallo!"), ("Run!", "Lauf!"), ("Wow!", "Potzdonner!"), ("Fire!", "Feuer!"),
+         ("Help!", "Hilfe!"), ("Stop!", "Stopp!"), ("Wait!", "Warte!"), ("I see.", "Aha."), ("Really?", "Echt?")]
+
+
+def write_tsv(path, pairs, attribution=False):
+    extra = "\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272 (CM) & #8597805 (Roujin)" if attribution else ""
+    path.write_text("".join(f"{s}\t{t}{extra}\n" for s, t in pairs), encoding="utf-8")
+    return str(path)
+
+
+def data(**cfg):
+    base = {"name": "parallel", "val_size": 2, "test_size": 2, "seed": 0, "batch_size": 4,
+            "tokenizer": {"kind": "char"}}
+    dm = ParallelData({**base, **cfg})
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize("attribution", [False, True])
+def test_tsv_two_and_three_columns(tmp_path, attribution):
+    path = write_tsv(tmp_path / "deu.txt", PAIRS, attribution)
+    assert read_tsv(path) == PAIRS
+    dm = data(train=path)
+    assert {k: len(v) for k, v in dm.pairs.items()} == {"val": 2, "test": 2, "train": 6}
+    held = dm.pairs["val"] + dm.pairs["test"]
+    assert sorted(held + dm.pairs["train"]) == sorted(PAIRS)  # held out, not duplicated
+    assert data(train=path).pairs == dm.pairs  # fixed by data.seed
+
+
+def test_two_aligned_files_and_explicit_splits(tmp_path):
+    (tmp_path / "en").write_text("\n".join(s for s, _ in PAIRS) + "\n", encoding="utf-8")
+    (tmp_path / "de").write_text("\n".join(t for _, t in PAIRS) + "\n", encoding="utf-8")
+    files = [str(tmp_path / "en"), str(tmp_path / "de")]
+    assert read_aligned(*files) == PAIRS
+    dm = data(train=files, val=write_tsv(tmp_path / "v.tsv", PAIRS[:3]), test=files)
+    assert dm.pairs["train"] == PAIRS and dm.pairs["val"] == PAIRS[:3] and dm.pairs["test"] == PAIRS
+
+
+def test_malformed_lines_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Go.\tGeh.\nno tab here\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.tsv:2: expected 'source<TAB>target'"):
+        read_tsv(bad)
+    bad.write_text("Go.\tGeh.\n\ta\tb\tc\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.tsv:2:"):
+        read_tsv(bad)
+    (tmp_path / "en").write_text("a\nb\n", encoding="utf-8")
+    (tmp_path / "de").write_text("a\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="2 lines but .* has 1"):
+        read_aligned(tmp_path / "en", tmp_path / "de")
+    (tmp_path / "de").write_text("a\n \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"de:2: empty line"):
+        read_aligned(tmp_path / "en", tmp_path / "de")
+    with pytest.raises(ConfigError, match="data.train: file not found"):
+        data(train=str(tmp_path / "missing.tsv"))
+
+
+def test_reverse_swaps_direction(tmp_path):
+    path = write_tsv(tmp_path / "deu.txt", PAIRS)
+    fwd, rev = data(train=path), data(train=path, reverse=True)
+    assert rev.pairs["train"] == [(t, s) for s, t in fwd.pairs["train"]]
+    assert "z" in rev.src_tok.tok.get_vocab() and "z" not in fwd.src_tok.tok.get_vocab()  # Potzdonner: German
+
+
+def test_batches_teacher_forcing_and_length_filter(tmp_path):
+    path = write_tsv(tmp_path / "deu.txt", PAIRS)
+    dm = data(train=path, max_tgt_len=6, tokenizer={"kind": "char", "shared": True})
+    assert dm.src_tok is dm.tgt_tok  # shared
+    assert all(len(t) <= 6 for _, t, _ in dm.ids["train"])  # "Potzdonner!" and the like are dropped
+    pad, bos, eos = special_ids(dm.tgt_tok)
+    batch = next(iter(dm.train_dataloader()))
+    tgt_in, labels, tgt_pad = batch["tgt_in"], batch["labels"], batch["tgt_pad"]  # (B, T) each
+    assert (tgt_in[:, 0] == bos).all()
+    real = ~tgt_pad
+    assert ((labels != -100) == real).all()  # a label for every real decoder position
+    assert (labels[:, :-1][real[:, 1:]] == tgt_in[:, 1:][real[:, 1:]]).all()  # shifted by one
+    lengths = real.sum(1) - 1  # target tokens without <s>
+    assert (labels[range(len(lengths)), lengths] == eos).all()
+    for row, ref in zip(labels.tolist(), batch["refs"]):
+        assert dm.tgt_tok.decode([t for t in row if t not in (-100, eos)]) == ref
+    assert (batch["src"][batch["src_pad"]] == pad).all()
+
+
+def test_bucket_sampler_groups_lengths_and_reshuffles():
+    lengths = [i % 17 for i in range(400)]
+    s = BucketSampler(lengths, batch_size=8, shuffle=True, seed=0, pool=10)
+    first = s.batches()
+    assert sorted(i for b in first for i in b) == list(range(400)) and len(first) == len(s)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
+    assert spread < 4  # random batches of 8 would span ~13
+    s.set_epoch(1)
+    assert s.batches() != first
+    evaluation = BucketSampler(lengths, batch_size=8, shuffle=False).batches()
+    assert [lengths[i] for b in evaluation for i in b] == sorted(lengths)
+
+
+def test_existing_tokenizer_file(tmp_path):
+    from builder.translation import tokenizers_to_str
+    path = write_tsv(tmp_path / "deu.txt", PAIRS)
+    first = data(train=path)
+    (tmp_path / "tokenizer.json").write_text(tokenizers_to_str(first.src_tok, first.tgt_tok))
+    again = data(train=path, tokenizer={"path": str(tmp_path / "tokenizer.json")})
+    assert again.src_tok.to_str() == first.src_tok.to_str() and again.tgt_tok.to_str() == first.tgt_tok.to_str()
+    assert again.ids == first.ids
