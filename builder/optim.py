@@ -61,6 +61,21 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class InverseSqrt:
+    """The 2017 paper's schedule as a multiplier of `lr`: linear warmup to 1 at `warmup_steps`, then
+    sqrt(warmup_steps / step). (The paper's d_model**-0.5 factor is the choice of `lr`.)"""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = max(1, int(warmup_steps))
+
+    def __call__(self, step: int) -> float:
+        s = step + 1
+        return min(s / self.warmup_steps, (self.warmup_steps / s) ** 0.5)
+
+
+SCHEDULES = ("cosine", "inverse_sqrt")
+
+
 def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: int) -> tuple[Any, Any]:
     """(optimizer, LambdaLR) for `model`; `total_steps` (optimizer steps) is the default decay length."""
     from hydra.utils import instantiate
@@ -72,5 +87,8 @@ def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: in
     optimizer = make([g for g in groups if g["params"]], lr=lr)
     decay_steps = optim_cfg.get("decay_steps") or total_steps
     min_ratio = float(optim_cfg.get("min_lr", 0.0)) / lr
-    schedule = WarmupCosine(int(optim_cfg.get("warmup_steps", 0)), int(decay_steps), min_ratio)
+    if optim_cfg.get("schedule", "cosine") == "inverse_sqrt":
+        schedule: Any = InverseSqrt(int(optim_cfg.get("warmup_steps", 0)))
+    else:
+        schedule = WarmupCosine(int(optim_cfg.get("warmup_steps", 0)), int(decay_steps), min_ratio)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

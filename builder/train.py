@@ -39,6 +39,11 @@ def check(cfg: DictConfig) -> None:
         problems.append("trainer._target_: missing; the trainer config holds lightning.Trainer arguments")
     if "optim" in cfg and not OmegaConf.select(cfg, "optim.optimizer._target_"):
         problems.append("optim.optimizer._target_: missing (e.g. torch.optim.AdamW with _partial_: true)")
+    schedule = OmegaConf.select(cfg, "optim.schedule", default="cosine")
+    if schedule not in ("cosine", "inverse_sqrt"):
+        from builder.errors import suggest
+        problems.append(f"optim.schedule: unknown schedule '{schedule}'{suggest(schedule, ('cosine', 'inverse_sqrt'))}; "
+                        "one of cosine, inverse_sqrt")
     problems += check_loggers(cfg.get("logger"))
     if problems:
         raise ConfigError(problems)

@@ -22,18 +22,8 @@ PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 STATIC = ("src", "src_pad")  # inputs that stay fixed while decoding: the encoder runs once
 
 
-class Seq2SeqState(DecodeState):
-    """DecodeState whose beam reordering leaves broadcast values alone: the cached position table
-    (1, S, C) has no row per beam, only the per-row tensors (encoder output, caches) are selected."""
-
-    def __init__(self, static: tuple[str, ...] = STATIC):
-        super().__init__(static)
-
-    def reorder(self, index: torch.Tensor) -> None:
-        shared = {k: v for k, v in self.values.items() if isinstance(v, torch.Tensor) and v.shape[0] == 1}
-        self.values = {k: v for k, v in self.values.items() if k not in shared}
-        super().reorder(index)
-        self.values.update(shared)
+def new_state() -> DecodeState:
+    return DecodeState(static=STATIC)
 
 
 # --- tokenizers -----------------------------------------------------------------------------------------
@@ -121,7 +111,7 @@ def generate(model: torch.nn.Module, src: torch.Tensor, src_pad: torch.Tensor, b
     prefix = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)  # (B, 1)
     out = decode(seq2seq_step(model, src, src_pad, num_beams, use_cache, output), prefix,
                  max_new_tokens=max_new_tokens(model, src.shape[1], max_len_ratio), num_beams=num_beams,
-                 length_penalty=length_penalty, eos_id=eos, new_state=Seq2SeqState)  # (B, 1 + n)
+                 length_penalty=length_penalty, eos_id=eos, new_state=new_state)  # (B, 1 + n)
     rows = []
     for row, n_src in zip(out[:, 1:].tolist(), (~src_pad).sum(1).tolist()):
         row = row[:row.index(eos)] if eos in row else row

@@ -89,3 +89,10 @@ def test_unknown_loss_is_a_config_error(compose):
         check(compose(["task.loss=mae", "task.name=classifer"]))
     assert "task.loss: unknown loss 'mae'" in str(e.value)
     assert "task.name: unknown task 'classifer' (did you mean 'classification'?)" in str(e.value)
+
+
+def test_inverse_sqrt_schedule_is_the_papers():
+    from builder.optim import InverseSqrt
+    s = InverseSqrt(4000)
+    assert s(0) == 1 / 4000 and s(3999) == 1.0
+    assert s(15999) == pytest.approx(0.5)  # sqrt(4000 / 16000)

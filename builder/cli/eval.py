@@ -13,11 +13,12 @@ from typing import Any
 from builder.cli.args import REQUIRED, apply_overrides, parse_args
 from builder.errors import friendly_errors
 
-SPEC = {"ckpt": REQUIRED, "allow_imports": False}
+SPEC = {"ckpt": REQUIRED, "split": "val", "allow_imports": False}
+SPLITS = ("val", "test")
 
 
-def evaluate(model: Any, cfg: dict[str, Any]) -> dict[str, float]:
-    """Run the task's validation step over the data config's validation set; {metric: value}."""
+def evaluate(model: Any, cfg: dict[str, Any], split: str = "val") -> dict[str, float]:
+    """Run the task's validation (or test) step over that split of the data config; {metric: value}."""
     import logging
     import warnings
 
@@ -35,7 +36,8 @@ def evaluate(model: Any, cfg: dict[str, Any]) -> dict[str, float]:
     task = task_class(cfg["task"]["name"])(model, cfg)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
-    results = trainer.validate(task, datamodule=datamodule(cfg["data"], seed=seed), verbose=False)
+    run_split = trainer.test if split == "test" else trainer.validate
+    results = run_split(task, datamodule=datamodule(cfg["data"], seed=seed), verbose=False)
     return {k: float(v) for k, v in sorted(results[0].items())}
 
 
@@ -51,11 +53,15 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str]) -> dict[str, float]:
     """Parse, load, evaluate and print; the metrics are returned for callers in Python."""
     args = parse_args(argv, SPEC, groups=("data",))
+    if args["split"] not in SPLITS:
+        from builder.errors import ConfigError, suggest
+        raise ConfigError(f"split: '{args['split']}' is not one of {', '.join(SPLITS)}{suggest(args['split'], SPLITS)}")
     from builder.checkpoint import load
     loaded = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     cfg = dict(loaded.config, data=apply_overrides(loaded.config["data"], args["data"], "data"))
-    metrics = evaluate(loaded.model, cfg)
-    print(f"{loaded.path} on {cfg['data']['name']} (validation set, data.seed={cfg['data'].get('seed')}):")
+    metrics = evaluate(loaded.model, cfg, args["split"])
+    which = "test" if args["split"] == "test" else "validation"
+    print(f"{loaded.path} on {cfg['data']['name']} ({which} set, data.seed={cfg['data'].get('seed')}):")
     for key, value in metrics.items():
         print(f"  {key:<12} {value:.4f}")
     return metrics

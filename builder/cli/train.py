@@ -1,6 +1,6 @@
 """builder-train: train a model from configuration (Hydra).
 
-    builder-train                                   # the toy leaf/flower classifier
+    builder-train                                   # experiment=gpt_char: a small GPT on built-in text
     builder-train experiment=toy_classifier trainer.max_steps=50 optim=sgd
     builder-train experiment=gpt_char 'logger=[tensorboard,wandb]'
     builder-train experiment=gpt_char trainer=ddp trainer.devices=2
@@ -76,10 +76,22 @@ class stopped_cleanly:
         return False
 
 
+DEFAULT_EXPERIMENT = "gpt_char"
+GROUPS = ("experiment", "model", "data", "task")
+
+
+def with_default_experiment(args: list[str]) -> list[str]:
+    """A command line that picks no experiment, model, data or task (nor resumes) runs the default experiment."""
+    chosen = {a.lstrip("+~").split("=", 1)[0] for a in args if "=" in a}
+    if chosen & {*GROUPS, "resume"}:
+        return args
+    return [f"experiment={DEFAULT_EXPERIMENT}", *args]
+
+
 def main() -> None:
     register_resolvers()
     register_run_dir_resolver()
-    args = sys.argv[1:]
+    args = with_default_experiment(sys.argv[1:])
     with friendly_errors("builder-train"):
         from builder.resume import with_original_overrides
         full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
