@@ -163,6 +163,9 @@ class Run:
         kwargs = {k: v for k, v in plain["trainer"].items() if k not in skip}
         if kwargs.get("enable_progress_bar", True) and self.rank0:
             callbacks.append(ProgressBar())
+        if self.cfg.get("attention_maps"):
+            from builder.attention_callback import AttentionMaps
+            callbacks.append(AttentionMaps(self.run_dir))
         # every rank draws its own share of each global batch (builder/data_order.py), so no DistributedSampler
         return get_class(plain["trainer"]["_target_"])(
             **kwargs, strategy=strategy, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,

@@ -62,3 +62,48 @@ def test_test_split_metrics(run):
                         enable_model_summary=False)
     (result,) = trainer.test(task, datamodule=datamodule(loaded.config["data"]), verbose=False)
     assert set(result) == {"test/loss", "test/exact_match", "test/chrf", "test/bleu"}
+
+
+def test_attention_command_draws_cross_attention_over_source_tokens(run, tmp_path, capsys):
+    from PIL import Image
+
+    from builder.cli import attention as attention_cli
+    attention_cli.main([f"ckpt={run}", "text=four hundred seventy-two", "target=vierhundertzweiundsiebzig",
+                        f"out={tmp_path}", "layer=decoder.0.cross", "head=0"])
+    out = capsys.readouterr().out
+    assert "in decoder.0.cross, head 0:" in out and "3 heatmaps written" in out
+    assert "four hundred seventy-two" in out  # the source, coloured by what the last target token attends to
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["decoder.0.cross.png", "decoder.0.self_attn.png", "encoder.0.attn.png"]
+    with Image.open(tmp_path / "decoder.0.cross.png") as image:
+        image.verify()  # a valid PNG
+
+
+def test_cross_attention_axes_are_target_by_source(run):
+    import builder
+    from builder.cli.attention import token_axes
+    model = builder.load(run)
+    tokens = {"src": list("four"), "tgt": ["<s>", *"vier"]}
+    spec = model.model.spec
+    assert token_axes(spec, "decoder.0.cross", True, tokens) == (tokens["tgt"], tokens["src"])
+    assert token_axes(spec, "decoder.0.self_attn", False, tokens) == (tokens["tgt"], tokens["tgt"])
+    assert token_axes(spec, "encoder.0.attn", False, tokens) == (tokens["src"], tokens["src"])
+
+
+def test_trace_command_follows_a_translation(run, capsys):
+    from builder.cli import trace as trace_cli
+    trace_cli.main([f"ckpt={run}", "text=one", "target=eins", "node=decoder.0.*"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines][:2] == ["decoder.0.self_attn", "decoder.0.norm1"]
+
+
+def test_attention_map_callback_draws_at_validation(compose, tmp_path):
+    from builder.train import train
+    overrides = [*TINY, "trainer.max_steps=10", "trainer.val_check_interval=10", "attention_maps=true",
+                 "logger=tensorboard", f"run_dir={tmp_path}"]
+    train(compose(overrides), overrides=overrides)
+    drawn = sorted(p.name for p in (tmp_path / "attention" / "step_10").glob("*.png"))
+    assert drawn == ["decoder.0.cross.png", "decoder.0.self_attn.png", "encoder.0.attn.png"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents*")).parent)).Reload()
+    assert "attention/decoder.0.cross" in events.Tags()["images"]
