@@ -110,3 +110,14 @@ def test_existing_tokenizer_file(tmp_path):
     again = data(train=path, tokenizer={"path": str(tmp_path / "tokenizer.json")})
     assert again.src_tok.to_str() == first.src_tok.to_str() and again.tgt_tok.to_str() == first.tgt_tok.to_str()
     assert again.ids == first.ids
+
+
+def test_numbers_preset_trains_on_a_users_tsv_given_as_data_path(tmp_path):
+    from builder.data.numbers import NumbersData
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"cat {i}\tKatze {i}\n" for i in range(30)))
+    data = NumbersData({"name": "numbers", "path": str(tsv), "n_val": 5, "n_test": 5, "seed": 0,
+                        "tokenizer": {"kind": "char"}, "batch_size": 4})
+    pairs = data.read_pairs()
+    assert [len(pairs[s]) for s in ("train", "val", "test")] == [20, 5, 5]
+    assert all(src.startswith("cat ") and tgt.startswith("Katze ") for src, tgt in pairs["train"])

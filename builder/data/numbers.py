@@ -96,6 +96,9 @@ class NumbersData(ParallelData):
 
     def read_pairs(self) -> dict[str, list[tuple[str, str]]]:
         c = self.cfg
+        if c.get("path"):  # the user's own pairs instead, with n_val and n_test pairs held out
+            self.cfg = {**c, "train": c["path"], "val_size": c.get("n_val", 1000), "test_size": c.get("n_test", 1000)}
+            return super().read_pairs()
         nums = splits(int(c.get("seed", 0)), int(c.get("n_val", 1000)), int(c.get("n_test", 1000)),
                       int(c.get("n_train", 200_000)))
         return {split: pairs(ns) for split, ns in nums.items()}
