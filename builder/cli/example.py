@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from builder.cli.generate import read_prompt
+from builder.cli.generate import read_prompt, split_verbatim as split_text_args
 from builder.errors import ConfigError
 
 VERBATIM = ("prompt", "prompt_file", "text", "target")
@@ -21,14 +21,7 @@ class Example:
 
 
 def split_verbatim(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    raw, rest = {}, []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if eq and key in VERBATIM:
-            raw[key] = value
-        else:
-            rest.append(arg)
-    return raw, rest
+    return split_text_args(argv, VERBATIM)
 
 
 def example(model: Any, raw: dict[str, str], values: Any) -> Example:

@@ -25,12 +25,13 @@ USAGE = ("usage: builder-generate ckpt=RUN_DIR|FILE.ckpt|EXPORT_DIR|HF_GPT2_DIR 
          "[max_new_tokens=200] [temperature=0.8] [top_k=N] [top_p=P] [num_beams=1] [seed=N]")
 
 
-def split_verbatim(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """`prompt=...` and `prompt_file=...` taken as raw strings; the rest left for the key=value parser."""
+def split_verbatim(argv: list[str], keys: tuple[str, ...] = VERBATIM) -> tuple[dict[str, str], list[str]]:
+    """`prompt=...` and `prompt_file=...` (or other `keys`) taken as raw strings; the rest left for the
+    key=value parser."""
     raw, rest = {}, []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if eq and key in VERBATIM:
+        if eq and key in keys:
             raw[key] = value
         else:
             rest.append(arg)
