@@ -28,8 +28,9 @@ def run(seed: int, extra: list[str], root: Path) -> dict:
     run_dir = root / f"seed{seed}"
     cmd = [sys.executable, "-m", "builder.cli.train", "experiment=gpt_shakespeare_char_cpu", f"seed={seed}",
            f"run_dir={run_dir}", "trainer.enable_progress_bar=false", *extra]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"seed {seed} failed:\n{done.stderr[-3000:]}")

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from builder.api import LOADED, LoadedModel
+from builder.api import LoadedModel
 from builder.errors import ConfigError
 from builder.tokenizer import Tokenizer
 
@@ -90,9 +90,6 @@ class LanguageModel(LoadedModel):
                 out_stream.add(new)
             out_stream.flush()
         return self.tokenizer.decode(new)
-
-
-LOADED["language_model"] = LanguageModel
 
 
 def load(path: str | Path, allow_imports: bool = False) -> LanguageModel:
