@@ -35,7 +35,8 @@ def models():
             if p.dim() == 2:
                 p.normal_(0.0, 0.3)
     hf_cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=T, n_embd=C, n_layer=L, n_head=H,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa",
+                                     bos_token_id=None, eos_token_id=None)
     hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
     hf.load_state_dict(to_hf(ours.state_dict(), L), strict=False)  # the causal-mask buffers are HF's own
     return ours, hf

@@ -19,7 +19,7 @@ class FeedForward(nn.Module):
         self.activation = activation
         self.act = ACTIVATIONS[activation]
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # no call cost when there is none
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.fc2.residual_projection = True  # its output joins the residual stream
 

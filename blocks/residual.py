@@ -27,12 +27,12 @@ class AddNorm(nn.Module):
         if order not in ("post", "pre"):
             raise ValueError(f"add_norm: order must be 'post' or 'pre', got {order!r}")
         self.order = order
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None  # None: no dropout call on the hot path
         if order == "post":
             self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = x + self.drop(y)  # (B, T, dim)
+        h = x + (self.drop(y) if self.drop is not None else y)  # (B, T, dim)
         return self.norm(h) if self.order == "post" else h
 
     def extra_repr(self) -> str:

@@ -34,27 +34,49 @@ class Graph(nn.ModuleDict):
 
     def __init__(self, spec: GraphSpec):
         super().__init__()
-        self.steps: list[tuple[str, tuple[tuple[str, str], ...], str]] = []
         self.static_deps: dict[str, frozenset[str]] = {}  # filled for the top-level graph by GraphModel
+        # (name, module, kind, sources in port order or None, (port, source) pairs); modules are looked up
+        # once here, and inputs given in port order are passed positionally: the per-node cost is what is
+        # left of Python overhead in a small model's training step
+        self.plan: list[tuple[str, nn.Module, str, tuple[str, ...] | None, tuple[tuple[str, str], ...]]] = []
         for name in spec.order:
             node = spec.nodes[name]
             self[name] = Repeat(node) if node.body is not None else make_block(node)
-            kind = "repeat" if node.body is not None else "state" if registry.get(node.block).stateful else "plain"
-            self.steps.append((name, tuple(node.inputs.items()), kind))
+            if node.body is not None:
+                kind, ports = "repeat", ["in"]
+            else:
+                schema = registry.get(node.block)
+                kind, ports = ("state" if schema.stateful else "plain"), [p.name for p in schema.ports]
+            in_order = list(node.inputs) == ports[:len(node.inputs)]
+            self.plan.append((name, self[name], kind, tuple(node.inputs.values()) if in_order else None,
+                              tuple(node.inputs.items())))
 
     def forward(self, env: dict[str, Any], state: Any = None) -> dict[str, Any]:
-        for name, ports, kind in self.steps:
-            if state is not None and name in state.values:  # fixed while decoding: computed once
+        if state is not None:
+            return self.decode(env, state)
+        for name, module, kind, sources, named in self.plan:
+            if kind == "repeat":
+                env[name] = module(env[sources[0]], env)
+            elif sources is not None:
+                env[name] = module(*[env[s] for s in sources])
+            else:
+                env[name] = module(**{port: env[s] for port, s in named})
+        return env
+
+    def decode(self, env: dict[str, Any], state: Any) -> dict[str, Any]:
+        """One incremental decoding step: stateful blocks get the state; nodes that depend only on inputs
+        fixed while decoding (an encoder) are computed on the first step and reused."""
+        for name, module, kind, _, named in self.plan:
+            if name in state.values:
                 env[name] = state.values[name]
                 continue
-            kwargs = {port: env[src] for port, src in ports}
-            if kind == "plain":
-                env[name] = self[name](**kwargs)
-            elif kind == "state":
-                env[name] = self[name](**kwargs, state=state)
+            kwargs = {port: env[s] for port, s in named}
+            if kind == "repeat":
+                env[name] = module(kwargs["in"], env, state)
             else:
-                env[name] = self[name](kwargs["in"], env, state)
-            if state is not None and self.static_deps.get(name, frozenset()) <= state.static and self.static_deps.get(name):
+                env[name] = module(**kwargs, state=state) if kind == "state" else module(**kwargs)
+            deps = self.static_deps.get(name)
+            if deps and deps <= state.static:
                 state.values[name] = env[name]
         return env
 
@@ -69,8 +91,10 @@ class Repeat(nn.ModuleList):
         self.carry, self.out = node.carry, node.out
 
     def forward(self, x: Any, outer: dict[str, Any], state: Any = None) -> Any:
+        local = dict(outer)  # each copy recomputes every body node before reading it, so one dict serves all
         for graph in self:
-            x = graph({**outer, self.carry: x}, state)[self.out]
+            local[self.carry] = x
+            x = graph(local, state)[self.out]
         return x
 
 

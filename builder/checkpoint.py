@@ -86,6 +86,9 @@ def check_imports(cfg: dict[str, Any], allow_imports: bool, where: Path) -> None
 def load(path: str | Path, allow_imports: bool = False) -> Loaded:
     """Find, check and load a trained model (see the module docstring for what `path` may be)."""
     from builder.graph import build_model
+    from builder.hf_gpt2 import is_gpt2_dir, load_gpt2_dir
+    if is_gpt2_dir(path):  # config.json (model_type gpt2) + model.safetensors + tokenizer.json
+        return load_gpt2_dir(path)
     file = locate(path)
     if file.is_dir():
         cfg, tokenizer = read_config(file)

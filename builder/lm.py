@@ -95,8 +95,7 @@ class LanguageModel(LoadedModel):
 def load(path: str | Path, allow_imports: bool = False) -> LanguageModel:
     """A language model from a run directory, .ckpt file, export directory or Hugging Face GPT-2 directory."""
     from builder import checkpoint
-    from builder.hf_gpt2 import is_gpt2_dir, load_gpt2_dir
-    loaded = load_gpt2_dir(path) if is_gpt2_dir(path) else checkpoint.load(path, allow_imports=allow_imports)
+    loaded = checkpoint.load(path, allow_imports=allow_imports)  # HF GPT-2 directories included
     if loaded.config["task"]["name"] != "language_model":
         raise ConfigError(f"ckpt: {loaded.path} is a '{loaded.config['task']['name']}' model, not a language model")
     return LanguageModel(loaded)

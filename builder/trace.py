@@ -43,9 +43,8 @@ def trace(model: GraphModel, *args: Any, only: str | None = None, **named: Any) 
 
 
 def _walk(graph: Any, spec: GraphSpec, env: dict[str, Any], prefix: str, steps: list[Step]) -> None:
-    for name, ports, kind in graph.steps:
-        module = graph[name]
-        kwargs = {port: env[src] for port, src in ports}
+    for name, module, kind, _, named in graph.plan:
+        kwargs = {port: env[src] for port, src in named}
         if isinstance(module, Repeat):
             x = kwargs["in"]
             for i, copy in enumerate(module):

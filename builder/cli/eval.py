@@ -17,7 +17,7 @@ SPEC = {"ckpt": REQUIRED, "split": "val", "allow_imports": False}
 SPLITS = ("val", "test")
 
 
-def evaluate(model: Any, cfg: dict[str, Any], split: str = "val") -> dict[str, float]:
+def evaluate(model: Any, cfg: dict[str, Any], split: str = "val", tokenizer: Any = None) -> dict[str, float]:
     """Run the task's validation (or test) step over that split of the data config; {metric: value}."""
     import logging
     import warnings
@@ -37,7 +37,10 @@ def evaluate(model: Any, cfg: dict[str, Any], split: str = "val") -> dict[str, f
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     run_split = trainer.test if split == "test" else trainer.validate
-    results = run_split(task, datamodule=datamodule(cfg["data"], seed=seed), verbose=False)
+    data = datamodule(cfg["data"], seed=seed)
+    if tokenizer is not None and hasattr(data, "use_tokenizer"):
+        data.use_tokenizer(tokenizer)  # the model's own vocabulary, whatever data.path now points at
+    results = run_split(task, datamodule=data, verbose=False)
     return {k: float(v) for k, v in sorted(results[0].items())}
 
 
@@ -59,7 +62,7 @@ def run(argv: list[str]) -> dict[str, float]:
     from builder.checkpoint import load
     loaded = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     cfg = dict(loaded.config, data=apply_overrides(loaded.config["data"], args["data"], "data"))
-    metrics = evaluate(loaded.model, cfg, args["split"])
+    metrics = evaluate(loaded.model, cfg, args["split"], tokenizer=loaded.tokenizer)
     which = "test" if args["split"] == "test" else "validation"
     print(f"{loaded.path} on {cfg['data']['name']} ({which} set, data.seed={cfg['data'].get('seed')}):")
     for key, value in metrics.items():

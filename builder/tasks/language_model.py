@@ -73,11 +73,9 @@ class LanguageModelTask(Task):
         self.sample = (self.global_step, text)
         with (Path(self.trainer.default_root_dir) / "samples.txt").open("a", encoding="utf-8") as f:
             f.write(f"--- step {self.global_step}\n{text}\n")
-        for logger in self.trainer.loggers:
-            if hasattr(logger, "log_text"):  # W&B
+        for logger in self.trainer.loggers:  # the dashboards (builder/loggers.py) take tables of text
+            if hasattr(logger, "log_text"):
                 logger.log_text(key="sample", columns=["step", "text"], data=[[self.global_step, text]])
-            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard
-                logger.experiment.add_text("sample", text, self.global_step)
 
     def on_train_end(self) -> None:
         if self.global_rank != 0:
