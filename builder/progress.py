@@ -25,6 +25,12 @@ class ProgressBar(RichProgressBar):
                 items[key.removeprefix("train/")] = value
         return items
 
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs < 0 < trainer.max_steps:
+            return f"Training to step {trainer.max_steps:,}"  # a step budget: "Epoch 0/-2" would mean nothing
+        return super()._get_train_description(current_epoch)
+
 
 class ValidateAtEnd(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:

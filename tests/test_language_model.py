@@ -77,3 +77,29 @@ def test_compiled_model_trains_under_bf16_autocast(compose, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         score = train(compose(overrides), overrides=overrides)
     assert math.isfinite(score)
+
+
+def test_attention_command_colours_the_prompt_and_writes_one_png_per_layer(lm_run, tmp_path, capsys):
+    from PIL import Image
+
+    from builder.cli import attention as attention_cli
+    attention_cli.main([f"ckpt={lm_run.dir}", "prompt=To be, or not", f"out={tmp_path}", "head=1"])
+    out = capsys.readouterr().out
+    assert "attention of the last token ('t') in layers.0.attn, head 1:" in out
+    assert "To be, or not" in out and "1 heatmaps written" in out
+    with Image.open(tmp_path / "layers.0.attn.png") as image:
+        image.verify()
+    with pytest.raises(SystemExit):
+        attention_cli.main([f"ckpt={lm_run.dir}", "prompt=To be", "head=5"])
+    assert "head: 5 is out of range; layer layers.0.attn has heads 0..1" in capsys.readouterr().err
+
+
+def test_causal_attention_maps_are_distributions_with_nothing_above_the_diagonal(lm_run):
+    import builder
+    from builder.attention_maps import capture_attention
+    model = builder.load(lm_run.dir)
+    idx = torch.tensor([model.prompt_ids("def f(x): return")])
+    weights = capture_attention(model.model, lambda: model.model(idx))["layers.0.attn"][0]  # (H, T, T)
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]), atol=1e-6)
+    assert torch.all(weights.triu(1) == 0)
+    assert all(m.capture is False for m in model.model.modules() if hasattr(m, "capture"))  # switched back off
