@@ -55,14 +55,16 @@ def save_hf_dir(path):
 
 
 def test_hf_directory_greedy_generation_matches(tmp_path, capsys):
-    from builder.cli.generate import main
+    from builder.cli.generate import main, run
     hf, tok = save_hf_dir(tmp_path)
     prompt = "the dog sat"
     ids = torch.tensor([tok.encode(prompt)])
     # 15 new tokens after a 3-token prompt stay inside the 24-position window, as transformers requires
     ref = hf.generate(ids, max_new_tokens=15, do_sample=False, attention_mask=torch.ones_like(ids), pad_token_id=0)
-    text = main([f"ckpt={tmp_path}", f"prompt={prompt}", "max_new_tokens=15", "temperature=0"])
+    args = [f"ckpt={tmp_path}", f"prompt={prompt}", "max_new_tokens=15", "temperature=0"]
+    text = run(args)
     out = capsys.readouterr().out
+    assert main(args) is None and capsys.readouterr().out == out  # the console script returns no exit text
     new = ref[0, ids.shape[1]:].tolist()
     new = new[: new.index(0)] if 0 in new else new  # both stop at <|endoftext|>
     assert out == text + "\n" and text == prompt + tok.decode(new)

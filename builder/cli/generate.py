@@ -54,30 +54,36 @@ def read_prompt(raw: dict[str, str]) -> str:
     return "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
 
 
-def main(argv: list[str] | None = None) -> str | None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: returns nothing (a returned string would become the exit status)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
-        return None
+        return
     with friendly_errors("builder-generate"):
-        raw, rest = split_verbatim(argv)
-        args = parse_args(rest, SPEC, usage=USAGE)
-        prompt = read_prompt(raw)
-        from builder.lm import load
-        model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
-        model.prompt_ids(prompt)  # a prompt the tokenizer cannot encode fails before anything is printed
+        run(argv)
 
-        def write(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
 
-        write(prompt)
-        text = model.generate(prompt, max_new_tokens=args["max_new_tokens"], temperature=args["temperature"],
-                              top_k=args["top_k"], top_p=args["top_p"], num_beams=args["num_beams"],
-                              length_penalty=args["length_penalty"], seed=args["seed"], stream=write,
-                              use_cache=bool(args["use_cache"]))
-        write("\n")
-        return prompt + text
+def run(argv: list[str]) -> str:
+    """Stream the prompt and its continuation to stdout; return them."""
+    raw, rest = split_verbatim(argv)
+    args = parse_args(rest, SPEC, usage=USAGE)
+    prompt = read_prompt(raw)
+    from builder.lm import load
+    model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
+    model.prompt_ids(prompt)  # a prompt the tokenizer cannot encode fails before anything is printed
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    write(prompt)
+    text = model.generate(prompt, max_new_tokens=args["max_new_tokens"], temperature=args["temperature"],
+                          top_k=args["top_k"], top_p=args["top_p"], num_beams=args["num_beams"],
+                          length_penalty=args["length_penalty"], seed=args["seed"], stream=write,
+                          use_cache=bool(args["use_cache"]))
+    write("\n")
+    return prompt + text
 
 
 if __name__ == "__main__":
