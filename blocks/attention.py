@@ -95,11 +95,23 @@ class SelfAttention(Attention):
 
     @staticmethod
     def _extend_cache(cache: dict, k, v, pad_mask):
-        """Append this call's keys/values (and padding flags) to the cache; return everything cached."""
-        old = cache["k"].shape[2] if "k" in cache else 0
-        if old:
-            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)  # (B, H, S, hd)
-        B, S = k.shape[0], k.shape[2]
+        """Append this call's keys/values (and padding flags) to the cache; return everything cached.
+
+        Keys and values live in buffers that grow by doubling, so a decoding step writes its own position
+        instead of copying the whole cache."""
+        old = cache.get("n", 0)
+        B, H, T, hd = k.shape
+        S = old + T
+        if "k" not in cache or cache["k"].shape[2] < S:
+            capacity = max(S, 2 * old, 64)
+            for name, new in (("k", k), ("v", v)):
+                buf = new.new_empty(B, H, capacity, hd)  # (B, H, capacity, hd)
+                if old:
+                    buf[:, :, :old] = cache[name][:, :, :old]
+                cache[name] = buf
+        cache["k"][:, :, old:S], cache["v"][:, :, old:S] = k, v
+        cache["n"] = S
+        k, v = cache["k"][:, :, :S], cache["v"][:, :, :S]  # (B, H, S, hd)
         if pad_mask is not None or "pad" in cache:
             if pad_mask is None:
                 pad_mask = torch.zeros(B, S - old, dtype=torch.bool, device=k.device)
@@ -110,7 +122,6 @@ class SelfAttention(Attention):
                 prev = cache["pad"] if "pad" in cache else torch.zeros(B, old, dtype=torch.bool, device=k.device)
                 pad_mask = torch.cat([prev, pad_mask], dim=1)  # (B, S)
             cache["pad"] = pad_mask
-        cache["k"], cache["v"] = k, v
         return k, v, pad_mask
 
 
