@@ -12,6 +12,19 @@ from builder.errors import ConfigError, suggest
 REQUIRED = object()  # marks an argument without a default
 
 
+def take_raw(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """`key=value` arguments for `keys`, as raw strings (everything after the first "=", so a prompt may
+    hold commas, quotes and "="), apart from the rest of the command line."""
+    raw, rest = {}, []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and key in keys:
+            raw[key] = value
+        else:
+            rest.append(arg)
+    return raw, rest
+
+
 def parse_args(argv: list[str], spec: dict[str, Any], groups: tuple[str, ...] = (), usage: str = "") -> dict[str, Any]:
     """{key: value} for `argv`; `spec` maps each accepted key to its default (or REQUIRED).
 

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from builder.cli.plan import split_args
+from builder.cli.args import take_raw
 from builder.errors import ConfigError, friendly_errors
 
 DEFAULT_SCHEMA = Path("outputs") / "schema" / "model.schema.json"
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     with friendly_errors("builder-blocks"):
-        mine, rest = split_args(argv, ("imports", "schema"))
+        mine, rest = take_raw(argv, ("imports", "schema"))
         if rest:
             raise ConfigError(f"{rest[0]}: unknown argument; builder-blocks takes imports=[...] and schema=PATH")
         from builder import registry

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from builder.cli.generate import read_prompt, split_verbatim as split_text_args
+from builder.cli.args import take_raw
+from builder.cli.generate import read_prompt
 from builder.errors import ConfigError
 
 VERBATIM = ("prompt", "prompt_file", "text", "target")
@@ -21,7 +22,7 @@ class Example:
 
 
 def split_verbatim(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    return split_text_args(argv, VERBATIM)
+    return take_raw(argv, VERBATIM)
 
 
 def example(model: Any, raw: dict[str, str], values: Any) -> Example:

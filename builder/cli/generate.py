@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from builder.cli.args import REQUIRED, parse_args
+from builder.cli.args import REQUIRED, parse_args, take_raw
 from builder.errors import ConfigError, friendly_errors
 
 SPEC = {"ckpt": REQUIRED, "max_new_tokens": 200, "temperature": 0.8, "top_k": None, "top_p": None, "num_beams": 1,
@@ -23,19 +23,6 @@ SPEC = {"ckpt": REQUIRED, "max_new_tokens": 200, "temperature": 0.8, "top_k": No
 VERBATIM = ("prompt", "prompt_file")  # never parsed: a prompt is text, whatever it looks like
 USAGE = ("usage: builder-generate ckpt=RUN_DIR|FILE.ckpt|EXPORT_DIR|HF_GPT2_DIR [prompt=TEXT | prompt_file=FILE] "
          "[max_new_tokens=200] [temperature=0.8] [top_k=N] [top_p=P] [num_beams=1] [seed=N]")
-
-
-def split_verbatim(argv: list[str], keys: tuple[str, ...] = VERBATIM) -> tuple[dict[str, str], list[str]]:
-    """`prompt=...` and `prompt_file=...` (or other `keys`) taken as raw strings; the rest left for the
-    key=value parser."""
-    raw, rest = {}, []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if eq and key in keys:
-            raw[key] = value
-        else:
-            rest.append(arg)
-    return raw, rest
 
 
 def read_prompt(raw: dict[str, str]) -> str:
@@ -66,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str]) -> str:
     """Stream the prompt and its continuation to stdout; return them."""
-    raw, rest = split_verbatim(argv)
+    raw, rest = take_raw(argv, VERBATIM)
     args = parse_args(rest, SPEC, usage=USAGE)
     prompt = read_prompt(raw)
     from builder.lm import load

@@ -8,21 +8,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from builder.cli.args import take_raw
 from builder.errors import friendly_errors
 
 DEFAULT_OUT = Path("outputs") / "plans"
-
-
-def split_args(argv: list[str], own: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """Our own `key=value` arguments apart from the Hydra overrides."""
-    mine, rest = {}, []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if eq and key in own:
-            mine[key] = value
-        else:
-            rest.append(arg)
-    return mine, rest
 
 
 def load_model_config(args: list[str]) -> tuple[object, str]:
@@ -52,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     with friendly_errors("builder-plan"):
-        mine, overrides = split_args(argv, ("out",))
+        mine, overrides = take_raw(argv, ("out",))
         cfg, name = load_model_config(overrides)
         from builder.graph import check_structure
         from builder.prepare import prepare_model_config
