@@ -6,33 +6,32 @@ of model configs so editors can complete and check YAML.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from builder.cli import command
 from builder.cli.args import take_raw
-from builder.errors import ConfigError, friendly_errors
+from builder.errors import ConfigError
 
 DEFAULT_SCHEMA = Path("outputs") / "schema" / "model.schema.json"
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    with friendly_errors("builder-blocks"):
-        mine, rest = take_raw(argv, ("imports", "schema"))
-        if rest:
-            raise ConfigError(f"{rest[0]}: unknown argument; builder-blocks takes imports=[...] and schema=PATH")
-        from builder import registry
-        from builder.schema import model_schema
-        imports = [m.strip() for m in mine.get("imports", "").strip("[]").split(",") if m.strip()]
-        blocks = registry.registry(imports)
-        _print(blocks)
-        path = Path(mine.get("schema") or DEFAULT_SCHEMA)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(model_schema(blocks), indent=2) + "\n")
-        print(f"JSON Schema of model configs written to {path}")
+    command("builder-blocks", __doc__, _main, argv)
+
+
+def _main(argv: list[str]) -> None:
+    mine, rest = take_raw(argv, ("imports", "schema"))
+    if rest:
+        raise ConfigError(f"{rest[0]}: unknown argument; builder-blocks takes imports=[...] and schema=PATH")
+    from builder import registry
+    from builder.schema import model_schema
+    imports = [m.strip() for m in mine.get("imports", "").strip("[]").split(",") if m.strip()]
+    blocks = registry.registry(imports)
+    _print(blocks)
+    path = Path(mine.get("schema") or DEFAULT_SCHEMA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(model_schema(blocks), indent=2) + "\n")
+    print(f"JSON Schema of model configs written to {path}")
 
 
 def _print(blocks: dict) -> None:

@@ -7,11 +7,10 @@
 """
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from builder.cli import command
 from builder.cli.args import REQUIRED, apply_overrides, parse_args
-from builder.errors import friendly_errors
 
 SPEC = {"ckpt": REQUIRED, "split": "val", "allow_imports": False}
 SPLITS = ("val", "test")
@@ -45,12 +44,7 @@ def evaluate(model: Any, cfg: dict[str, Any], split: str = "val", tokenizer: Any
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    with friendly_errors("builder-eval"):
-        run(argv)
+    command("builder-eval", __doc__, run, argv)
 
 
 def run(argv: list[str]) -> dict[str, float]:

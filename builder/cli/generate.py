@@ -14,8 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from builder.cli import command
 from builder.cli.args import REQUIRED, parse_args, take_raw
-from builder.errors import ConfigError, friendly_errors
+from builder.errors import ConfigError
 
 SPEC = {"ckpt": REQUIRED, "max_new_tokens": 200, "temperature": 0.8, "top_k": None, "top_p": None, "num_beams": 1,
         "length_penalty": 1.0, "seed": None, "use_cache": True, "allow_imports": False,
@@ -42,13 +43,7 @@ def read_prompt(raw: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: returns nothing (a returned string would become the exit status)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    with friendly_errors("builder-generate"):
-        run(argv)
+    command("builder-generate", __doc__, run, argv)
 
 
 def run(argv: list[str]) -> str:

@@ -5,11 +5,10 @@
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from builder.cli import command
 from builder.cli.args import take_raw
-from builder.errors import friendly_errors
 
 DEFAULT_OUT = Path("outputs") / "plans"
 
@@ -36,23 +35,22 @@ def load_model_config(args: list[str]) -> tuple[object, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    with friendly_errors("builder-plan"):
-        mine, overrides = take_raw(argv, ("out",))
-        cfg, name = load_model_config(overrides)
-        from builder.graph import check_structure
-        from builder.prepare import prepare_model_config
-        model_cfg = prepare_model_config(cfg)
-        spec = check_structure(model_cfg)  # structural errors print here, before torch is imported
-        from builder.plan import make_plan, print_table, write_diagrams
-        plan = make_plan(spec, quick=True)  # this process checks, prints and exits
-        print_table(plan, f"plan of {name}")
-        out = Path(mine.get("out") or DEFAULT_OUT / name)
-        written = write_diagrams(plan, out)
-        print(f"graph written to {', '.join(str(p) for p in written)}" + ("" if "out" in mine else "  (choose with out=DIR)"))
+    command("builder-plan", __doc__, _main, argv)
+
+
+def _main(argv: list[str]) -> None:
+    mine, overrides = take_raw(argv, ("out",))
+    cfg, name = load_model_config(overrides)
+    from builder.graph import check_structure
+    from builder.prepare import prepare_model_config
+    model_cfg = prepare_model_config(cfg)
+    spec = check_structure(model_cfg)  # structural errors print here, before torch is imported
+    from builder.plan import make_plan, print_table, write_diagrams
+    plan = make_plan(spec, quick=True)  # this process checks, prints and exits
+    print_table(plan, f"plan of {name}")
+    out = Path(mine.get("out") or DEFAULT_OUT / name)
+    written = write_diagrams(plan, out)
+    print(f"graph written to {', '.join(str(p) for p in written)}" + ("" if "out" in mine else "  (choose with out=DIR)"))
 
 
 if __name__ == "__main__":

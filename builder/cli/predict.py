@@ -8,33 +8,31 @@ the model's user block modules be imported.
 """
 from __future__ import annotations
 
-import sys
-
+from builder.cli import command
 from builder.cli.args import REQUIRED, parse_args
-from builder.errors import ConfigError, friendly_errors
+from builder.errors import ConfigError
 
 SPEC = {"ckpt": REQUIRED, "input": REQUIRED, "allow_imports": False}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    with friendly_errors("builder-predict"):
-        args = parse_args(argv, SPEC)
-        from builder.api import Classifier, load
-        model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
-        if not isinstance(model, Classifier):
-            raise ConfigError(f"ckpt: builder-predict handles classifiers; this model's task is '{model.task}'")
-        try:
-            labels, probs = model.predict(args["input"])
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise ConfigError(f"input: cannot run the model on {args['input']}: {str(e).splitlines()[0]}") from None
-        classes = model.classes
-        for label, row in zip(labels, probs.tolist()):
-            shown = ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, row))
-            print(f"{label}  ({shown})")
+    command("builder-predict", __doc__, _main, argv)
+
+
+def _main(argv: list[str]) -> None:
+    args = parse_args(argv, SPEC)
+    from builder.api import Classifier, load
+    model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"ckpt: builder-predict handles classifiers; this model's task is '{model.task}'")
+    try:
+        labels, probs = model.predict(args["input"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"input: cannot run the model on {args['input']}: {str(e).splitlines()[0]}") from None
+    classes = model.classes
+    for label, row in zip(labels, probs.tolist()):
+        shown = ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, row))
+        print(f"{label}  ({shown})")
 
 
 if __name__ == "__main__":

@@ -9,39 +9,38 @@ Small tensors are printed whole; larger ones as mean, std, min and max. node= fi
 from __future__ import annotations
 
 import json
-import sys
 
+from builder.cli import command
 from builder.cli.args import REQUIRED, parse_args
 from builder.cli.example import example, split_verbatim
-from builder.errors import ConfigError, friendly_errors
+from builder.errors import ConfigError
 
 SPEC = {"ckpt": REQUIRED, "input": None, "node": None, "format": "text", "digits": 4, "allow_imports": False}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    with friendly_errors("builder-trace"):
-        raw, rest = split_verbatim(argv)
-        args = parse_args(rest, SPEC)
-        if args["format"] not in ("text", "json"):
-            raise ConfigError(f"format: '{args['format']}' is not text or json")
-        from builder.api import load
-        from builder.trace import format_steps, trace
-        model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
-        ex = example(model, raw, args["input"])
-        try:
-            steps = trace(model.model, **ex.inputs, only=args["node"])
-        except (RuntimeError, ValueError) as e:
-            raise ConfigError(f"input: the model cannot run on it: {str(e).splitlines()[0]}") from None
-        if args["node"] and not steps:
-            raise ConfigError(f"node: no node matches '{args['node']}'")
-        if args["format"] == "json":
-            print(json.dumps([s.as_dict() for s in steps], indent=1))
-        else:
-            print(format_steps(steps, int(args["digits"])))
+    command("builder-trace", __doc__, _main, argv)
+
+
+def _main(argv: list[str]) -> None:
+    raw, rest = split_verbatim(argv)
+    args = parse_args(rest, SPEC)
+    if args["format"] not in ("text", "json"):
+        raise ConfigError(f"format: '{args['format']}' is not text or json")
+    from builder.api import load
+    from builder.trace import format_steps, trace
+    model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
+    ex = example(model, raw, args["input"])
+    try:
+        steps = trace(model.model, **ex.inputs, only=args["node"])
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"input: the model cannot run on it: {str(e).splitlines()[0]}") from None
+    if args["node"] and not steps:
+        raise ConfigError(f"node: no node matches '{args['node']}'")
+    if args["format"] == "json":
+        print(json.dumps([s.as_dict() for s in steps], indent=1))
+    else:
+        print(format_steps(steps, int(args["digits"])))
 
 
 if __name__ == "__main__":
