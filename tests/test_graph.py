@@ -104,8 +104,10 @@ def test_dangling_node_is_an_error_unless_marked_unused():
 
 
 def test_unread_input_and_unknown_output_are_errors():
-    found = problems(graph({"h": {"block": "relu", "in": "x"}}, inputs={"x": [2, 4], "y": [2, 4]}, outputs=["hh"]))
-    assert "model.outputs.hh: unknown node 'hh' (did you mean 'h'?)" in found
+    found = problems(graph({"h": {"block": "relu", "in": "x"}}, inputs={"x": [2, 4]}, outputs=["hh"]))
+    assert found == ["model.outputs.hh: unknown node 'hh' (did you mean 'h'?)"]
+    found = problems(graph({"h": {"block": "relu", "in": "x"}}, inputs={"x": [2, 4], "y": [2, 4]}))
+    assert found == ["model.inputs.y: no node reads this input"]
 
 
 def test_broken_interpolation_is_reported_with_its_path():
