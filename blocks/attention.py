@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from builder.cpu_linear import Linear
 from builder.registry import block
 
 
@@ -79,13 +80,14 @@ class SelfAttention(Attention):
     def __init__(self, dim: int, heads: int, causal: bool = False, dropout: float = 0.0, bias: bool = True):
         super().__init__(dim, heads, dropout)
         self.causal = causal
-        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.qkv = Linear(dim, 3 * dim, bias=bias)
+        self.proj = Linear(dim, dim, bias=bias)
         self.proj.residual_projection = True  # its output joins the residual stream
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, state=None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (split_heads(t, self.heads) for t in self.qkv(x).split(C, dim=2))  # 3 x (B, H, T, hd)
+        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, hd)
         if state is not None:
             k, v, pad_mask = self._extend_cache(state.slot(self), k, v, pad_mask)  # k, v (B, H, S, hd)
         S = k.shape[2]
@@ -102,16 +104,16 @@ class SelfAttention(Attention):
         old = cache.get("n", 0)
         B, H, T, hd = k.shape
         S = old + T
-        if "k" not in cache or cache["k"].shape[2] < S:
+        kbuf, vbuf = cache.get("k"), cache.get("v")
+        if kbuf is None or kbuf.shape[2] < S:
             capacity = max(S, 2 * old, 64)
-            for name, new in (("k", k), ("v", v)):
-                buf = new.new_empty(B, H, capacity, hd)  # (B, H, capacity, hd)
-                if old:
-                    buf[:, :, :old] = cache[name][:, :, :old]
-                cache[name] = buf
-        cache["k"][:, :, old:S], cache["v"][:, :, old:S] = k, v
+            kbuf, vbuf = k.new_empty(B, H, capacity, hd), v.new_empty(B, H, capacity, hd)  # (B, H, capacity, hd)
+            if old:
+                kbuf[:, :, :old], vbuf[:, :, :old] = cache["k"][:, :, :old], cache["v"][:, :, :old]
+            cache["k"], cache["v"] = kbuf, vbuf
+        kbuf[:, :, old:S], vbuf[:, :, old:S] = k, v
         cache["n"] = S
-        k, v = cache["k"][:, :, :S], cache["v"][:, :, :S]  # (B, H, S, hd)
+        k, v = kbuf[:, :, :S], vbuf[:, :, :S]  # (B, H, S, hd)
         if pad_mask is not None or "pad" in cache:
             if pad_mask is None:
                 pad_mask = torch.zeros(B, S - old, dtype=torch.bool, device=k.device)
@@ -135,9 +137,9 @@ class CrossAttention(Attention):
 
     def __init__(self, dim: int, heads: int, kv_dim: int | None = None, dropout: float = 0.0, bias: bool = True):
         super().__init__(dim, heads, dropout)
-        self.q = nn.Linear(dim, dim, bias=bias)
-        self.kv_proj = nn.Linear(kv_dim or dim, 2 * dim, bias=bias)
-        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.q = Linear(dim, dim, bias=bias)
+        self.kv_proj = Linear(kv_dim or dim, 2 * dim, bias=bias)
+        self.proj = Linear(dim, dim, bias=bias)
         self.proj.residual_projection = True  # its output joins the residual stream
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor, kv_pad_mask: torch.Tensor | None = None, state=None) -> torch.Tensor:

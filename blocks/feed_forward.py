@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from blocks.activations import ACTIVATIONS
+from builder.cpu_linear import Linear
 from builder.registry import block
 
 
@@ -18,14 +19,14 @@ class FeedForward(nn.Module):
             raise ValueError(f"feed_forward: unknown activation '{activation}'; known: {', '.join(sorted(ACTIVATIONS))}")
         self.activation = activation
         self.act = ACTIVATIONS[activation]
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # no call cost when there is none
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.fc1 = Linear(dim, hidden, bias=bias)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None  # None: no module call on the hot path
+        self.fc2 = Linear(hidden, dim, bias=bias)
         self.fc2.residual_projection = True  # its output joins the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.drop(self.act(self.fc1(x)))  # (B, T, hidden)
-        return self.fc2(h)  # (B, T, dim)
+        h = self.act(self.fc1(x))  # (B, T, hidden)
+        return self.fc2(h if self.drop is None else self.drop(h))  # (B, T, dim)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from builder.cpu_linear import Linear as CPULinear
 from builder.registry import block
 
 
 @block("classifier_head")
-class ClassifierHead(nn.Linear):
+class ClassifierHead(CPULinear):
     """Linear layer producing class logits."""
 
     def __init__(self, in_features: int, num_classes: int, bias: bool = True):
@@ -19,7 +19,7 @@ class ClassifierHead(nn.Linear):
 
 
 @block("lm_head")
-class LMHead(nn.Linear):
+class LMHead(CPULinear):
     """Linear layer producing vocabulary logits; `weight` is (vocab_size, dim), tieable to token_embedding.weight."""
 
     def __init__(self, dim: int, vocab_size: int, bias: bool = False):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from builder.registry import block
@@ -15,4 +16,4 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(dim, eps=eps, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)  # (..., dim)
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)  # (..., dim)

@@ -66,14 +66,17 @@ class Graph(nn.ModuleDict):
     def decode(self, env: dict[str, Any], state: Any) -> dict[str, Any]:
         """One incremental decoding step: stateful blocks get the state; nodes that depend only on inputs
         fixed while decoding (an encoder) are computed on the first step and reused."""
-        for name, module, kind, _, named in self.plan:
+        for name, module, kind, sources, named in self.plan:
             if name in state.values:
                 env[name] = state.values[name]
                 continue
-            kwargs = {port: env[s] for port, s in named}
             if kind == "repeat":
-                env[name] = module(kwargs["in"], env, state)
+                env[name] = module(env[sources[0]], env, state)
+            elif sources is not None:
+                args = [env[s] for s in sources]
+                env[name] = module(*args, state=state) if kind == "state" else module(*args)
             else:
+                kwargs = {port: env[s] for port, s in named}
                 env[name] = module(**kwargs, state=state) if kind == "state" else module(**kwargs)
             deps = self.static_deps.get(name)
             if deps and deps <= state.static:

@@ -1,0 +1,94 @@
+"""The oneDNN linear path: same numbers and gradients as F.linear, aten where it does not apply, a weight
+copy that follows in-place updates, and a clear error for an unknown backend."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from builder import cpu_linear
+from builder.cpu_linear import Linear, applies
+
+needs_onednn = pytest.mark.skipif(not cpu_linear.ENABLED, reason="this torch build has no working oneDNN linear")
+
+
+def calls_onednn(monkeypatch) -> list:
+    seen = []
+    real = cpu_linear._op
+    monkeypatch.setattr(cpu_linear, "_op", lambda x, w, b: seen.append(w.stride()) or real(x, w, b))
+    return seen
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 5, 300])
+def test_forward_and_gradients_match_f_linear(monkeypatch, rows):
+    torch.manual_seed(0)
+    layer = Linear(384, 1152)
+    x = torch.randn(rows, 384, requires_grad=True)
+    seen = calls_onednn(monkeypatch)
+    y = layer(x)
+    assert seen, "the oneDNN path was not taken"
+    ref_x = x.detach().clone().requires_grad_()
+    ref = F.linear(ref_x, layer.weight, layer.bias)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(y)
+    gx, gw, gb = torch.autograd.grad(y, (x, layer.weight, layer.bias), grad)
+    rx, rw, rb = torch.autograd.grad(ref, (ref_x, layer.weight, layer.bias), grad)
+    for mine, theirs in ((gx, rx), (gw, rw), (gb, rb)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
+def test_inference_reads_a_column_copy_that_follows_in_place_updates(monkeypatch):
+    torch.manual_seed(0)
+    layer = Linear(512, 512)
+    x = torch.randn(1, 1, 512)
+    seen = calls_onednn(monkeypatch)
+    with torch.inference_mode():
+        before = layer(x)
+    assert seen == [(1, 512)]  # (out, in) view of (in, out) storage
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # an optimizer step or load_state_dict changes the weight in place
+        after = layer(x)
+    torch.testing.assert_close(after, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after, before)
+    layer.load_state_dict({"weight": torch.zeros(512, 512), "bias": torch.ones(512)})
+    with torch.no_grad():
+        assert torch.equal(layer(x), torch.ones(1, 1, 512))
+
+
+def test_aten_serves_what_onednn_does_not():
+    big = torch.randn(1024, 512)
+    x = torch.randn(4, 512)
+    assert applies(x, big) == cpu_linear.ENABLED
+    assert not applies(torch.randn(4, 16), torch.randn(8, 16))  # too little work to repay the call
+    assert not applies(x.double(), big.double())
+    assert not applies(x.to("meta"), big.to("meta"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not applies(x, big)
+        y = Linear(512, 1024)(x)
+    assert y.dtype == torch.bfloat16  # autocast still applies
+
+
+def test_compiled_module_matches_eager():
+    torch.manual_seed(0)
+    layer = Linear(512, 384)
+    x = torch.randn(3, 512)
+    compiled = torch.compile(layer, backend="eager")  # dynamo traces the aten path
+    torch.testing.assert_close(compiled(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_backend_is_refused_by_name():
+    env = dict(os.environ, BUILDER_LINEAR="onednnn")
+    run = subprocess.run([sys.executable, "-c", "import builder.cpu_linear"], env=env, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "BUILDER_LINEAR='onednnn' is not a linear backend; choose one of onednn, aten" in run.stderr
+
+
+def test_aten_backend_switches_the_path_off():
+    env = dict(os.environ, BUILDER_LINEAR="aten")
+    code = "import builder.cpu_linear as c; print(c.ENABLED)"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"
