@@ -62,10 +62,11 @@ class _OneDNNLinear(torch.autograd.Function):
         x, w = ctx.saved_tensors
         g2 = grad.reshape(-1, grad.shape[-1])  # (N, out)
         gx = gw = gb = None
+        # oneDNN reads the transposed operands through their strides: no transposed copies are made
         if ctx.needs_input_grad[0]:
-            gx = _op(grad, w.t().contiguous(), None)  # grad @ w: (..., in)
+            gx = _op(grad, w.t(), None)  # grad @ w: (..., in)
         if ctx.needs_input_grad[1]:
-            gw = _op(g2.t().contiguous(), x.reshape(-1, x.shape[-1]).t().contiguous(), None)  # g^T x: (out, in)
+            gw = _op(g2.t(), x.reshape(-1, x.shape[-1]).t(), None)  # g^T x: (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g2.sum(0)  # (out,)
         return gx, gw, gb
