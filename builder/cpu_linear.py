@@ -40,7 +40,7 @@ def _onednn_works() -> bool:
 
 
 def _op(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise.default(x, w, b, "none", [], "")
 
 
 ENABLED = _backend() == "onednn" and _onednn_works()  # checked at import, so a bad BUILDER_LINEAR fails at once
@@ -72,15 +72,18 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
+def _eager_cpu_float(x: torch.Tensor) -> bool:
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and type(x) in _PLAIN
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch.is_autocast_enabled("cpu"))
+
+
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the oneDNN path serves x @ weight^T: float32 CPU tensors in eager mode, and enough work to
     repay oneDNN's fixed cost per call (about 15 us; tiny layers stay on aten)."""
     n = weight.numel()
-    return (ENABLED and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
-            and type(x) in _PLAIN and type(weight) in _PLAIN and x.numel() > 0
-            and (n >= MIN_WEIGHT or x.numel() // weight.shape[1] * n >= MIN_WORK)
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch.is_autocast_enabled("cpu"))
+    return (ENABLED and weight.dtype == torch.float32 and type(weight) in _PLAIN and x.numel() > 0
+            and (n >= MIN_WEIGHT or x.numel() // weight.shape[1] * n >= MIN_WORK) and _eager_cpu_float(x))
 
 
 def _needs_grad(x, weight, bias) -> bool:
@@ -104,6 +107,10 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
+        cols = self.__dict__.get("_columns")
+        if (cols is not None and cols[0] == w._version and cols[1] == w.data_ptr() and not torch.is_grad_enabled()
+                and 0 < x.numel() <= DECODE_ROWS * self.in_features and _eager_cpu_float(x)):
+            return _op(x, cols[2], b)  # a decoding step: the checks on the weight were made with its copy
         if not applies(x, w):
             return F.linear(x, w, b)  # (..., out_features)
         if _needs_grad(x, w, b):
