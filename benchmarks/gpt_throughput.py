@@ -5,7 +5,8 @@
 
 Each step: forward, next-token cross-entropy, backward, gradient clipping at 1.0, AdamW step (the same
 optimiser and parameter groups, from builder.optim, for all three). Ours runs through the language-model
-task's `step` (what its Lightning training_step calls); `ours+lightning` times whole Trainer.fit steps.
+task's `step` (what its Lightning training_step calls); `ours+lightning` times whole Trainer.fit steps;
+`ours (aten linear)` is ours with the oneDNN linear path (builder/cpu_linear.py) off.
 Medians of the rounds; each round times every model once, so a busy moment hits them alike.
 """
 from __future__ import annotations
@@ -51,6 +52,17 @@ def ours(L, H, C, T, B):
     cfg = run_config(L, H, C, T, B)
     task = LanguageModelTask(build_model(cfg["model"]), cfg)
     return task.model, lambda x, y: task.step((x, y))[0]
+
+
+def ours_aten(L, H, C, T, B):
+    """Ours with every linear layer on aten's path (builder.cpu_linear off): what the oneDNN path adds."""
+    from builder import cpu_linear
+    model, loss = ours(L, H, C, T, B)
+
+    def aten_loss(x, y):
+        with cpu_linear.disabled():
+            return loss(x, y)
+    return model, aten_loss
 
 
 def reference(L, H, C, T, B):
@@ -124,7 +136,7 @@ def main() -> None:
     import lightning.pytorch as lp
     import logging
     logging.getLogger(lp.__name__).setLevel(logging.ERROR)
-    contenders = {"ours": ours, "reference": reference, "transformers": hf}
+    contenders = {"ours": ours, "ours (aten linear)": ours_aten, "reference": reference, "transformers": hf}
     results = {}
     for name in args.sizes.split(","):
         size = SIZES[name]
@@ -151,12 +163,12 @@ def main() -> None:
 def report(results: dict, rounds: int) -> None:
     lines = [f"# GPT training throughput (tokens/s, median of {rounds} interleaved rounds)", "",
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", "",
-             "| size | ours | ours+lightning | reference | transformers | ours/reference | ours/transformers |",
-             "|---|---|---|---|---|---|---|"]
+             "| size | ours | ours+lightning | ours (aten linear) | reference | transformers | ours/reference "
+             "| ours/transformers |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         m = r["tokens_per_s_median"]
         lines.append(f"| {r['layers/heads/width']} block {r['block']} batch {r['batch']} | {m['ours']:,.0f} | "
-                     f"{m['ours+lightning']:,.0f} | {m['reference']:,.0f} | {m['transformers']:,.0f} | "
+                     f"{m['ours+lightning']:,.0f} | {m['ours (aten linear)']:,.0f} | {m['reference']:,.0f} | {m['transformers']:,.0f} | "
                      f"{r['ours_vs_reference']:.2f}x | {r['ours_vs_transformers']:.2f}x |")
     lines += ["", "Targets: ours >= 1.0x reference, >= 1.2x transformers."]
     print("\n".join(lines))

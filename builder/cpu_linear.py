@@ -11,6 +11,7 @@ BUILDER_LINEAR=aten in the environment turns the oneDNN path off (BUILDER_LINEAR
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -72,6 +73,17 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
+@contextlib.contextmanager
+def disabled():
+    """Within the block every linear layer takes aten's path (for side-by-side measurements)."""
+    global ENABLED
+    before, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = before
+
+
 def _eager_cpu_float(x: torch.Tensor) -> bool:
     return (x.dtype == torch.float32 and x.device.type == "cpu" and type(x) in _PLAIN
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
@@ -108,7 +120,7 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
         cols = self.__dict__.get("_columns")
-        if (cols is not None and cols[0] == w._version and cols[1] == w.data_ptr() and not torch.is_grad_enabled()
+        if (ENABLED and cols is not None and cols[0] == w._version and cols[1] == w.data_ptr() and not torch.is_grad_enabled()
                 and 0 < x.numel() <= DECODE_ROWS * self.in_features and _eager_cpu_float(x)):
             return _op(x, cols[2], b)  # a decoding step: the checks on the weight were made with its copy
         if not applies(x, w):
@@ -118,6 +130,15 @@ class Linear(nn.Linear):
         if x.numel() <= DECODE_ROWS * self.in_features:
             w = self._by_columns(w)
         return _op(x, w, b)  # (..., out_features)
+
+    def _apply(self, fn, recurse=True):  # .to(), .half(), ...: the copy belongs to the old weight
+        self.__dict__.pop("_columns", None)
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):  # pickling and deepcopy leave the copy behind
+        state = super().__getstate__()
+        state.pop("_columns", None)
+        return state
 
     def _by_columns(self, w: torch.Tensor) -> torch.Tensor:
         """The weight as an (out, in) view of (in, out) storage, kept while the weight is unchanged."""

@@ -1,5 +1,6 @@
 """The oneDNN linear path: same numbers and gradients as F.linear, aten where it does not apply, a weight
 copy that follows in-place updates, and a clear error for an unknown backend."""
+import copy
 import os
 import subprocess
 import sys
@@ -57,6 +58,11 @@ def test_inference_reads_a_column_copy_that_follows_in_place_updates(monkeypatch
     layer.load_state_dict({"weight": torch.zeros(512, 512), "bias": torch.ones(512)})
     with torch.no_grad():
         assert torch.equal(layer(x), torch.ones(1, 1, 512))
+    assert "_columns" not in copy.deepcopy(layer).__dict__  # copies and pickles leave it behind
+    layer.double()
+    assert "_columns" not in layer.__dict__
+    with torch.no_grad():
+        assert torch.equal(layer(x.double()), torch.ones(1, 1, 512, dtype=torch.float64))
 
 
 def test_aten_serves_what_onednn_does_not():
