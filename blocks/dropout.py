@@ -15,4 +15,4 @@ class Dropout(nn.Dropout):
         super().__init__(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)  # same shape as x
+        return super().forward(x) if self.training and self.p > 0 else x  # same shape as x

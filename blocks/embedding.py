@@ -41,5 +41,4 @@ class PositionEmbedding(nn.Embedding):
 
     def forward(self, x: torch.Tensor, state=None) -> torch.Tensor:
         offset, T = positions(x, state, self.num_embeddings, "position_embedding")
-        pos = torch.arange(offset, offset + T, device=self.weight.device)  # (T,)
-        return super().forward(pos).unsqueeze(0)  # (1, T, dim)
+        return self.weight[offset:offset + T].unsqueeze(0)  # (1, T, dim): rows offset .. offset+T-1
