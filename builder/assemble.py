@@ -58,7 +58,7 @@ class Graph(nn.ModuleDict):
             if kind == "repeat":
                 env[name] = module(env[sources[0]], env)
             elif sources is not None:
-                env[name] = module(*[env[s] for s in sources])
+                env[name] = module(env[sources[0]]) if len(sources) == 1 else module(*[env[s] for s in sources])
             else:
                 env[name] = module(**{port: env[s] for port, s in named})
         return env
@@ -73,7 +73,7 @@ class Graph(nn.ModuleDict):
             if kind == "repeat":
                 env[name] = module(env[sources[0]], env, state)
             elif sources is not None:
-                args = [env[s] for s in sources]
+                args = (env[sources[0]],) if len(sources) == 1 else [env[s] for s in sources]
                 env[name] = module(*args, state=state) if kind == "state" else module(*args)
             else:
                 kwargs = {port: env[s] for port, s in named}

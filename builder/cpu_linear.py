@@ -121,7 +121,8 @@ class Linear(nn.Linear):
     6-layer 384-wide GPT's 24 layers). The copy is made on first use and again whenever the weight changes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.weight, self.bias
+        params = self._parameters  # read directly: `self.weight` goes through nn.Module.__getattr__, a Python call
+        w, b = params["weight"], params["bias"]
         cols = self.__dict__.get("_columns")
         if (ENABLED and cols is not None and cols[0] == w._version and cols[1] == w.data_ptr()
                 and not torch.is_grad_enabled() and 0 < x.numel() <= DECODE_ROWS * self.in_features
