@@ -97,7 +97,9 @@ class Repeat(nn.ModuleList):
         local = dict(outer)  # each copy recomputes every body node before reading it, so one dict serves all
         for graph in self:
             local[self.carry] = x
-            x = graph(local, state)[self.out]
+            # a decoding step goes straight to decode: three Python calls fewer per layer and token (the copies'
+            # module hooks, which FSDP uses in training, are not involved in decoding)
+            x = (graph(local) if state is None else graph.decode(local, state))[self.out]
         return x
 
 

@@ -48,7 +48,7 @@ ENABLED = _backend() == "onednn" and _onednn_works()  # checked at import, so a 
 _PLAIN = (torch.Tensor, nn.Parameter)
 # the decoding path calls these directly: each Python frame saved is a measurable share of a decoding step
 _LINEAR_OP = getattr(torch.ops.mkldnn._linear_pointwise.default, "_op", _op) if ENABLED else _op
-_is_compiling, _tracing_state = torch.compiler.is_compiling, torch._C._get_tracing_state
+_dynamo_compiling, _tracing_state = torch.compiler.is_dynamo_compiling, torch._C._get_tracing_state
 MIN_WEIGHT, MIN_WORK = 2**17, 2**21  # weight elements, or rows x weight elements (multiply-adds)
 DECODE_ROWS = 64  # at most this many rows read the column-stored copy of the weight
 
@@ -123,13 +123,14 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters  # read directly: `self.weight` goes through nn.Module.__getattr__, a Python call
         w, b = params["weight"], params["bias"]
-        cols = self.__dict__.get("_columns")
-        if (ENABLED and cols is not None and cols[0] == w._version and cols[1] == w.data_ptr()
-                and not torch.is_grad_enabled() and 0 < x.numel() <= DECODE_ROWS * self.in_features
-                and x.dtype == torch.float32 and x.device.type == "cpu" and type(x) in _PLAIN
-                and not _is_compiling() and _tracing_state() is None and not torch.is_autocast_enabled("cpu")):
-            # a decoding step: the weight's checks were made with its copy; _eager_cpu_float(x), inlined
-            return _LINEAR_OP(x, cols[2], b, "none", [], "")  # (..., out_features)
+        if not _dynamo_compiling() and not torch.is_grad_enabled():  # dynamo first: it stops reading here
+            cols = self.__dict__.get("_columns")
+            if (ENABLED and cols is not None and cols[0] == w._version and cols[1] == w.data_ptr()
+                    and 0 < x.numel() <= DECODE_ROWS * self.in_features
+                    and x.dtype == torch.float32 and x.device.type == "cpu" and type(x) in _PLAIN
+                    and _tracing_state() is None and not torch.is_autocast_enabled("cpu")):
+                # a decoding step: the weight's checks were made with its copy, the input's are inlined
+                return _LINEAR_OP(x, cols[2], b, "none", [], "")  # (..., out_features)
         if not applies(x, w):
             return F.linear(x, w, b)  # (..., out_features)
         if _needs_grad(x, w, b):
