@@ -91,6 +91,8 @@ class SelfAttention(Attention):
         if state is not None:
             k, v, pad_mask = self._extend_cache(state.slot(self), k, v, pad_mask)  # k, v (B, H, S, hd)
         S = k.shape[2]
+        if pad_mask is None and (T == 1 or not self.causal):
+            return self.proj(self.attend(q, k, v, None))  # no mask: a decoding step's one query sees every key
         if self.causal and pad_mask is None and S == T:
             return self.proj(self.attend(q, k, v, None, is_causal=True))  # fast path
         return self.proj(self.attend(q, k, v, build_mask(pad_mask, T, S, self.causal, x.device)))  # (B, T, C)

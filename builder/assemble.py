@@ -4,7 +4,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.modules import module as module_globals
 
 from builder import registry
 from builder.spec import GraphSpec, ModelSpec, NodeSpec
@@ -66,22 +68,38 @@ class Graph(nn.ModuleDict):
     def decode(self, env: dict[str, Any], state: Any) -> dict[str, Any]:
         """One incremental decoding step: stateful blocks get the state; nodes that depend only on inputs
         fixed while decoding (an encoder) are computed on the first step and reused."""
+        hooks = _any_global_hooks()
         for name, module, kind, sources, named in self.plan:
             if name in state.values:
                 env[name] = state.values[name]
                 continue
+            # nn.Module.__call__ adds two Python calls before reaching forward when there are no hooks; a
+            # decoding step makes dozens of these calls per token, so they are skipped when no hook would run
+            call = module if hooks or module._forward_hooks or module._forward_pre_hooks else module.forward
             if kind == "repeat":
-                env[name] = module(env[sources[0]], env, state)
+                env[name] = call(env[sources[0]], env, state)
             elif sources is not None:
                 args = (env[sources[0]],) if len(sources) == 1 else [env[s] for s in sources]
-                env[name] = module(*args, state=state) if kind == "state" else module(*args)
+                env[name] = call(*args, state=state) if kind == "state" else call(*args)
             else:
                 kwargs = {port: env[s] for port, s in named}
-                env[name] = module(**kwargs, state=state) if kind == "state" else module(**kwargs)
+                env[name] = call(**kwargs, state=state) if kind == "state" else call(**kwargs)
             deps = self.static_deps.get(name)
             if deps and deps <= state.static:
                 state.values[name] = env[name]
         return env
+
+
+def _any_global_hooks() -> bool:
+    """Whether a hook registered for every module, recording gradients (backward hooks) or a tracer needs
+    nn.Module.__call__ (see Graph.decode)."""
+    return bool(module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks
+                or module_globals._global_backward_hooks or module_globals._global_backward_pre_hooks
+                or torch.is_grad_enabled() or torch._C._get_tracing_state())
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or _any_global_hooks())
 
 
 class Repeat(nn.ModuleList):
@@ -97,9 +115,7 @@ class Repeat(nn.ModuleList):
         local = dict(outer)  # each copy recomputes every body node before reading it, so one dict serves all
         for graph in self:
             local[self.carry] = x
-            # a decoding step goes straight to decode: three Python calls fewer per layer and token (the copies'
-            # module hooks, which FSDP uses in training, are not involved in decoding)
-            x = (graph(local) if state is None else graph.decode(local, state))[self.out]
+            x = (graph(local, state) if state is None or _hooked(graph) else graph.decode(local, state))[self.out]
         return x
 
 
@@ -117,7 +133,8 @@ class GraphModel(nn.Module):
         tie_weights(self.graph, spec.graph)
 
     def forward(self, *args: Any, state: Any = None, **named: Any) -> Any:
-        env = self.graph(dict(zip(self.input_names, args), **named), state)
+        env = dict(zip(self.input_names, args), **named)
+        env = self.graph(env, state) if state is None or _hooked(self.graph) else self.graph.decode(env, state)
         if len(self.output_names) == 1:
             return env[self.spec.outputs[self.output_names[0]]]
         return {out: env[node] for out, node in self.spec.outputs.items()}

@@ -124,6 +124,24 @@ def test_cached_and_uncached_generation_agree_past_the_window():
     assert torch.equal(beams[0], beams[1])  # caches follow their beams through state.reorder
 
 
+def test_module_hooks_run_while_decoding():
+    """Decoding skips nn.Module.__call__'s layers only when no hook would run."""
+    model = tiny_gpt()
+    prompt = torch.tensor([[1, 2, 3]])
+    plain = decode(lm_step(model, 16), prompt, max_new_tokens=5)
+    seen, everywhere = [], []
+    model.graph["layers"][1]["attn"].register_forward_hook(lambda m, args, out: seen.append(out.shape[1]))
+    model.graph["layers"][0].register_forward_pre_hook(lambda m, args: seen.append("layer 0"))
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: everywhere.append(type(m)))
+    try:
+        hooked = decode(lm_step(model, 16), prompt, max_new_tokens=5)
+    finally:
+        handle.remove()
+    assert torch.equal(hooked, plain)
+    assert seen == ["layer 0", 3, "layer 0", 1, "layer 0", 1, "layer 0", 1, "layer 0", 1]  # prompt, then 1 a step
+    assert sum(t.__name__ == "SelfAttention" for t in everywhere) == 2 * 5
+
+
 def test_decode_drives_an_encoder_decoder_with_static_inputs():
     torch.manual_seed(0)
     cfg = compose(["model=transformer", "model.src_vocab_size=13", "model.tgt_vocab_size=13", "model.max_len=32",
