@@ -75,7 +75,8 @@ class Graph(nn.ModuleDict):
                 continue
             # nn.Module.__call__ adds two Python calls before reaching forward when there are no hooks; a
             # decoding step makes dozens of these calls per token, so they are skipped when no hook would run
-            call = module if hooks or module._forward_hooks or module._forward_pre_hooks else module.forward
+            call = (module if hooks or module._forward_hooks or module._forward_pre_hooks
+                    or module._compiled_call_impl is not None else module.forward)  # _hooked(module), inlined
             if kind == "repeat":
                 env[name] = call(env[sources[0]], env, state)
             elif sources is not None:
@@ -99,7 +100,9 @@ def _any_global_hooks() -> bool:
 
 
 def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or _any_global_hooks())
+    """Whether calling `module` needs nn.Module.__call__: hooks of its own or everywhere, or `module.compile()`."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._compiled_call_impl is not None
+                or _any_global_hooks())
 
 
 class Repeat(nn.ModuleList):
