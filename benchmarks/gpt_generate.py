@@ -9,15 +9,13 @@ without the cache, and whether all produced the same tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from save_results import save
 
-ROOT = Path(__file__).resolve().parent.parent
 L, H, C, T, VOCAB, PROMPT, NEW = 6, 6, 384, 256, 65, 32, 200
 
 
@@ -92,10 +90,7 @@ def main() -> None:
               f"same tokens from all: {same}",
               f"round by round (one machine state each): {per_round[0]:.2f}x to {per_round[-1]:.2f}x"]
     print("\n".join(lines))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "gpt_generate.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "gpt_generate.md").write_text("\n".join(lines) + "\n")
+    save("gpt_generate", result, lines)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Medians of the rounds; each round times every model once, so a busy moment hits 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from reference_gpt import GPT, GPTConfig  # noqa: E402
+from save_results import save  # noqa: E402
 
 SIZES = {  # name: (n_layer, n_head, d_model, block_size, batch, timed steps)
     "small": (4, 4, 128, 64, 12, 100),
@@ -172,11 +172,7 @@ def report(results: dict, rounds: int) -> None:
                      f"{r['ours_vs_reference']:.2f}x | {r['ours_vs_transformers']:.2f}x |")
     lines += ["", "Targets: ours >= 1.0x reference, >= 1.2x transformers."]
     print("\n".join(lines))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "gpt_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "gpt_throughput.md").write_text("\n".join(lines) + "\n")
-    print(f"written to {out / 'gpt_throughput.json'} and .md")
+    print(f"written to {save('gpt_throughput', results, lines)} and .md")
 
 
 if __name__ == "__main__":

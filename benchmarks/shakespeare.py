@@ -10,7 +10,6 @@ mean time <= 1.1 x 143 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -18,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from save_results import save
 
 ROOT = Path(__file__).resolve().parent.parent
 NANOGPT = {"val_loss": 1.886, "seconds": 143.0}
@@ -59,10 +60,7 @@ def main() -> None:
               f"Targets: val loss <= 1.90 ({'met' if loss <= 1.90 else 'missed'}), time <= "
               f"{1.1 * NANOGPT['seconds']:.0f} s ({'met' if seconds <= 1.1 * NANOGPT['seconds'] else 'missed'})."]
     print("\n".join(lines))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "shakespeare.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "shakespeare.md").write_text("\n".join(lines) + "\n")
+    save("shakespeare", result, lines)
 
 
 if __name__ == "__main__":
