@@ -43,18 +43,19 @@ class AttentionMaps(L.Callback):
             self.batch = batch  # the same example every time: the first of the validation set
 
     def on_validation_end(self, trainer: L.Trainer, task: Any) -> None:
-        if trainer.sanity_checking or trainer.global_rank != 0 or self.batch is None:
+        # every rank gets here with the same first batch: under FSDP all of them gather the weights
+        if trainer.sanity_checking or self.batch is None:
             return
         found = example_of(task, self.batch)
         if found is None:
             return
         from builder.cli.attention import token_axes
+        from builder.distributed import rank_zero_model
         inputs, tokens = found
-        model = task.model
-        was_training = model.training
-        model.eval()
-        maps = capture_attention(model, lambda: model(**inputs))
-        model.train(was_training)
+        with rank_zero_model(task) as model:
+            if model is None:
+                return
+            maps = capture_attention(model, lambda: model(**inputs))
         out = self.run_dir / "attention" / f"step_{trainer.global_step}"
         paths = []
         for name, w in maps.items():

@@ -100,11 +100,21 @@ def load(path: str | Path, allow_imports: bool = False) -> Loaded:
         ckpt = read_checkpoint(file)
         cfg, tokenizer = ckpt["builder"]["config"], ckpt["builder"].get("tokenizer")
         check_imports(cfg, allow_imports, file)
-        model = build_model(cfg["model"])
-        # the task keeps the graph as `self.model`; its entries are "model.<name>"
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-        model.load_state_dict(state, strict=True)
+        model = model_with_weights(cfg["model"], ckpt["state_dict"])
     return Loaded(model.eval(), cfg, file, tokenizer)
+
+
+def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any]) -> Any:
+    """A GraphModel built from its config, holding the weights of a task's state dict (whose entries are
+    "model.<name>": the task keeps the graph as `self.model`)."""
+    import torch
+
+    from builder.graph import build_model
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+        model = build_model(model_cfg)
+    state = {k.removeprefix("model."): v for k, v in task_state.items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def export(loaded: Loaded, out: str | Path) -> Path:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
@@ -58,16 +59,18 @@ def use_config_launcher(trainer: Any, config: dict[str, Any], threads: int | Non
     return ours
 
 
-def finish_launch(launcher: ConfigLauncher | None, saved_env: dict[str, str | None]) -> None:
-    """After fit: wait for the children, close the process group, and undo the launcher's environment, so the
-    next run in this process (a sweep's next trial, a test) starts clean."""
+def finish_launch(launcher: ConfigLauncher | None, saved_env: dict[str, str | None], failed: bool = False) -> None:
+    """After fit: wait for the children (briefly when this process failed: a stuck child is killed), close
+    the process group, and undo the launcher's environment, so the next run in this process (a sweep's next
+    trial, a test) starts clean."""
     import torch.distributed as dist
     if launcher is not None:
         for proc in launcher.procs:
             try:
-                proc.wait(timeout=120)
+                proc.wait(timeout=10 if failed else 120)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     for key, value in saved_env.items():
@@ -75,6 +78,53 @@ def finish_launch(launcher: ConfigLauncher | None, saved_env: dict[str, str | No
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def make_strategy(spec: Any, timeout_s: float | None = None) -> Any:
+    """Lightning's strategy from `trainer.strategy`: a registered name ("ddp") or a mapping with `_target_`
+    (conf/trainer/fsdp.yaml); strategies that start a process group get `trainer.process_group_timeout`."""
+    import inspect
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import StrategyRegistry
+    extra = {"timeout": timedelta(seconds=float(timeout_s))} if timeout_s else {}
+    if isinstance(spec, dict) and spec.get("_target_"):
+        from hydra.utils import get_class, instantiate
+        accepts = "timeout" in inspect.signature(get_class(spec["_target_"])).parameters
+        return instantiate(spec, **(extra if accepts and "timeout" not in spec else {}))
+    if isinstance(spec, str) and spec in StrategyRegistry and extra:
+        entry = StrategyRegistry[spec]
+        if "timeout" in inspect.signature(entry["strategy"]).parameters:
+            return entry["strategy"](**entry["init_params"], **extra)
+    return spec
+
+
+def collective_failure(error: BaseException, trainer: Any, timeout_s: float | None) -> Any:
+    """A RunStopped naming this rank and the operation, when `error` came from a collective that could not
+    complete (another process died, stopped answering or called a different collective); else None."""
+    import traceback
+
+    import torch.distributed as dist
+
+    from builder.errors import RunStopped
+    frames = traceback.extract_tb(error.__traceback__)
+    ops = [f.name for f in frames if f.filename.endswith("distributed_c10d.py") and not f.name.startswith("_")]
+    backend = isinstance(error, getattr(dist, "DistError", ())) or any(
+        word in str(error) for word in ("gloo", "NCCL", "Connection reset by peer", "Timed out waiting"))
+    if not ops and not backend:
+        return None
+    if ops:
+        op = f"the collective {ops[-1]}"
+    elif any(f.name == "backward" for f in frames):
+        op = "the gradient all-reduce of the backward pass"
+    else:
+        op = "a collective operation"
+    rank = trainer.global_rank if trainer is not None else int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    reason = reason.split("] ", 1)[-1] if reason.startswith("[") else reason  # gloo's "[file.cc:123] " prefix
+    bound = f"trainer.process_group_timeout={timeout_s:g} s bounds the wait" if timeout_s else ""
+    return RunStopped(f"rank {rank}: {op} did not complete ({reason}); another process failed, stopped or is "
+                      f"stuck{'; ' + bound if bound else ''}")
 
 
 def launch_env() -> dict[str, str | None]:
@@ -99,6 +149,52 @@ class FSDP(ModelParallelStrategy):
         self._data_parallel_size = self.num_nodes * self.num_processes
         self._tensor_parallel_size = 1
         super().setup_environment()
+
+
+def is_sharded(module: Any) -> bool:
+    """Whether `module` holds only this rank's shard of its weights (FSDP2 `fully_shard`)."""
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(module, FSDPModule)
+
+
+@contextmanager
+def rank_zero_model(task: Any) -> Iterator[Any]:
+    """The model, in eval mode, for work that rank 0 does alone (validation samples, attention pictures);
+    None on the other ranks. Every rank must enter this block.
+
+    With whole weights on every rank (one process, DDP) it is the task's own model. Under FSDP rank 0
+    alone cannot call the sharded model: its forward all-gathers each layer's weights, the other ranks
+    never join, and gloo aborts where NCCL hangs. So every rank takes part in gathering one full state
+    dict (the collective a checkpoint save makes) and rank 0 runs a plain copy built from it."""
+    trainer = task.trainer
+    if is_sharded(task.model):
+        state = trainer.strategy.lightning_module_state_dict()  # a collective: whole tensors on rank 0 only
+        model = None
+        if trainer.global_rank == 0:
+            from builder.checkpoint import model_with_weights
+            model = model_with_weights(task.cfg["model"], state).to(task.device)
+        was_training = False
+    else:
+        model = task.model if trainer.global_rank == 0 else None
+        was_training = task.model.training
+    if model is None:
+        yield None
+        return
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def all_ranks(flag: bool, device: Any) -> bool:
+    """True when `flag` is True on every rank: a collective, so processes that decode a sharded model
+    (which all-gathers weights at every step) stop at the same step even if one finished earlier."""
+    import torch
+    import torch.distributed as dist
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def fsdp_task(cls: type) -> type:
@@ -128,9 +224,11 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from builder.config import register_resolvers
+    from builder.errors import friendly_errors
     from builder.train import train
     register_resolvers()
-    train(OmegaConf.create(os.environ.pop(CONFIG_ENV)))
+    with friendly_errors("builder-train"):
+        train(OmegaConf.create(os.environ.pop(CONFIG_ENV)))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class RunStopped(RuntimeError):
+    """Training stopped for a reason its message states in one line (a non-finite loss, a process that
+    stopped answering); the command prints that line and exits 1, without a traceback."""
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close match exists, else ''."""
     match = get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
@@ -24,9 +29,15 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 
 @contextmanager
 def friendly_errors(command: str) -> Iterator[None]:
-    """Print configuration errors as plain lines and exit 2; a traceback only with HYDRA_FULL_ERROR=1."""
+    """Print configuration errors as plain lines and exit 2, a stopped run's reason as one line and exit 1;
+    a traceback only with HYDRA_FULL_ERROR=1."""
     try:
         yield
+    except RunStopped as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{command}: {e}", file=sys.stderr)
+        sys.exit(1)
     except ConfigError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

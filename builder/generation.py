@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from builder.decoding import DecodeState
 
 Step = Callable[[torch.Tensor, DecodeState], torch.Tensor]
+Agree = Callable[[bool], bool]
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all: the per-token overhead is what decoding pays for
@@ -28,16 +29,19 @@ def decode(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, temperature
            top_k: int | None = None, top_p: float | None = None, num_beams: int = 1, length_penalty: float = 1.0,
            eos_id: int | None = None, generator: torch.Generator | None = None,
            on_token: Callable[[torch.Tensor], None] | None = None,
-           new_state: Callable[[], DecodeState] = DecodeState) -> torch.Tensor:
+           new_state: Callable[[], DecodeState] = DecodeState, agree: Agree | None = None) -> torch.Tensor:
     """prefix (B, T0) -> (B, T0 + n), n <= max_new_tokens; rows that end early are padded with eos_id.
 
     Greedy when temperature == 0, sampling otherwise; beam search when num_beams > 1 (then temperature,
     top_k and top_p are ignored). `on_token(next)` sees each new column (B,) as it is chosen (not in beam
-    search, whose best sequence is known only at the end).
+    search, whose best sequence is known only at the end). `agree(finished)` turns "every row of this process
+    is finished" into the decision to stop: processes decoding one sharded model must stop at the same step
+    (builder.distributed.all_ranks); finished rows are padded meanwhile.
     """
     if num_beams > 1:
         return beam_search(step, prefix, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                           length_penalty=length_penalty, eos_id=eos_id, new_state=new_state)
+                           length_penalty=length_penalty, eos_id=eos_id, new_state=new_state, agree=agree)
+    agree = agree or bool
     state, tokens = new_state(), prefix
     done = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)  # (B,) rows past their eos
     for _ in range(max_new_tokens):
@@ -49,7 +53,7 @@ def decode(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, temperature
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # (B, T + 1)
         if on_token is not None:
             on_token(nxt)
-        if eos_id is not None and bool(done.all()):
+        if eos_id is not None and agree(bool(done.all())):
             break
     return tokens
 
@@ -80,7 +84,7 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 @torch.inference_mode()
 def beam_search(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, num_beams: int,
                 length_penalty: float = 1.0, eos_id: int | None = None,
-                new_state: Callable[[], DecodeState] = DecodeState) -> torch.Tensor:
+                new_state: Callable[[], DecodeState] = DecodeState, agree: Agree | None = None) -> torch.Tensor:
     """The num_beams best continuations per item; a beam that emits eos is finished with the score
     sum(log p) / n ** length_penalty (n = new tokens, eos included), and an item stops once its worst
     finished beam beats the best that any live beam could still reach. Returns the best per item."""
@@ -123,7 +127,7 @@ def beam_search(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, num_be
         state.reorder(index)
         tokens = torch.cat([tokens.index_select(0, index), torch.tensor(new_tokens, device=dev)[:, None]], dim=1)
         scores = torch.tensor(new_scores, device=dev).view(B, K)
-        if all(closed):
+        if (agree or bool)(all(closed)):
             break
     n = tokens.shape[1] - T0
     for b in range(B):  # live beams compete with the finished ones at the end

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, RichProgressBar
 
 
 class ProgressBar(RichProgressBar):
@@ -39,7 +39,10 @@ class ValidateAtEnd(Callback):
             trainer.should_stop = True
 
 
-class LastCheckpoint(Callback):
+class LastCheckpoint(Checkpoint):
+    """A Checkpoint, so Lightning runs it after ModelCheckpoint, whose best score then already counts this
+    validation: a run resumed from last.ckpt compares its next scores with the true best."""
+
     def __init__(self, path: str | Path, every_n_steps: int | None = None):
         self.path, self.every = Path(path), every_n_steps
         self._saved_at = -1

@@ -18,8 +18,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from builder.errors import RunStopped
 
-class NonFiniteLoss(RuntimeError):
+
+class NonFiniteLoss(RunStopped):
     """Training produced a NaN or infinite loss; the message says where and which checkpoint is good."""
 
 
@@ -65,8 +67,13 @@ class StopOnNonFinite(Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         value = float(loss.detach())
-        if math.isfinite(value):
+        bad = not math.isfinite(value)
+        if trainer.world_size > 1:  # every rank stops, or the others would wait for its gradients forever
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
             return
+        if math.isfinite(value):
+            value = "not finite on another process"
         if self.last_ckpt.is_file():
             step = torch.load(self.last_ckpt, map_location="cpu", weights_only=True).get("global_step", "?")
             kept = f"the last good checkpoint is {self.last_ckpt} (step {step})"

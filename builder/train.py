@@ -76,8 +76,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     try:
         value = run.fit(callbacks)
     except BaseException as e:
+        from builder.distributed import collective_failure
+        stopped = collective_failure(e, run.trainer, OmegaConf.select(cfg, "trainer.process_group_timeout"))
         if rank0:
-            run.record("failed" if isinstance(e, Exception) else "interrupted", time.perf_counter() - start, error=e)
+            run.record("failed" if isinstance(e, Exception) else "interrupted", time.perf_counter() - start,
+                       error=stopped or e)
+        if stopped is not None:
+            raise stopped from e
         raise
     status = "interrupted" if run.trainer.interrupted else "completed"
     if rank0:
@@ -101,7 +106,7 @@ class Run:
 
         from builder.data import datamodule
         from builder.data_order import make_resumable
-        from builder.distributed import finish_launch, launch_env, use_config_launcher
+        from builder.distributed import finish_launch, launch_env, make_strategy, use_config_launcher
         from builder.graph import build_model
         from builder.loggers import finish, log_run_info, make_loggers
         from builder.prepare import prepare_model_config
@@ -126,7 +131,8 @@ class Run:
         if self.rank0:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
         model = build_model(plain["model"])
-        strategy = make_strategy(plain["trainer"].get("strategy", "auto"))
+        trainer_cfg = plain["trainer"]
+        strategy = make_strategy(trainer_cfg.get("strategy", "auto"), trainer_cfg.get("process_group_timeout"))
         self.task = task = task_for(cfg.task.name, strategy)(model, plain)
         loggers = make_loggers(plain.get("logger"), run_dir, task.columns(), resume_step=resume_step,
                                rank=0 if self.rank0 else 1)
@@ -140,7 +146,7 @@ class Run:
             try:
                 trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
             finally:
-                finish_launch(launcher, saved_env)
+                finish_launch(launcher, saved_env, failed=trainer.state.status != "finished")
                 finish(failed=trainer.state.status != "finished")
         score = self.best.best_model_score
         return float(score) if score is not None else float(trainer.callback_metrics.get(task.monitor, float("nan")))
@@ -159,7 +165,8 @@ class Run:
         # the loss check runs first: a NaN step raises before any checkpoint could be written after it
         callbacks: list[Any] = [StopOnNonFinite(ckpt_dir / "last.ckpt"), ValidateAtEnd(), self.best, last,
                                 rng_callback(), *extra]
-        skip = ("_target_", "callbacks", "logger", "strategy", "plugins", "use_distributed_sampler")
+        skip = ("_target_", "callbacks", "logger", "strategy", "plugins", "use_distributed_sampler",
+                "process_group_timeout")
         kwargs = {k: v for k, v in plain["trainer"].items() if k not in skip}
         if kwargs.get("enable_progress_bar", True) and self.rank0:
             callbacks.append(ProgressBar())
@@ -183,14 +190,6 @@ class Run:
         write_result(self.run_dir, **fields)
 
 
-def make_strategy(spec: Any) -> Any:
-    """A strategy name for Lightning, or an instance from a mapping with `_target_` (conf/trainer/fsdp.yaml)."""
-    if isinstance(spec, dict) and spec.get("_target_"):
-        from hydra.utils import instantiate
-        return instantiate(spec)
-    return spec
-
-
 def task_for(name: str, strategy: Any) -> type:
     from lightning.pytorch.strategies import ModelParallelStrategy
 
@@ -205,6 +204,9 @@ def quiet_lightning_twins() -> None:
     import warnings
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs newer torch
     warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")  # every rank validates the whole set
+    # a sharded layer (a Graph) returns its table of node values, views among them; blocks never write into
+    # a value in place, which is the case the warning is about
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     if logging.getLogger().handlers:
         # Hydra configured the root logger; Lightning has its own console handler too: print each message once
         logging.getLogger("lightning").propagate = False

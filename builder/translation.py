@@ -102,7 +102,7 @@ def seq2seq_step(model: torch.nn.Module, src: torch.Tensor, src_pad: torch.Tenso
 @torch.no_grad()
 def generate(model: torch.nn.Module, src: torch.Tensor, src_pad: torch.Tensor, bos: int, eos: int, *,
              num_beams: int = 1, length_penalty: float = 1.0, max_len_ratio: float = 2.0, use_cache: bool = True,
-             output: str | None = None) -> list[list[int]]:
+             output: str | None = None, agree: Any = None) -> list[list[int]]:
     """Target token ids per source row, without <s> and cut before the first </s>.
 
     Row i gets at most max_len_ratio * (its source length) + 10 tokens, so a translation does not depend on
@@ -111,7 +111,7 @@ def generate(model: torch.nn.Module, src: torch.Tensor, src_pad: torch.Tensor, b
     prefix = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)  # (B, 1)
     out = decode(seq2seq_step(model, src, src_pad, num_beams, use_cache, output), prefix,
                  max_new_tokens=max_new_tokens(model, src.shape[1], max_len_ratio), num_beams=num_beams,
-                 length_penalty=length_penalty, eos_id=eos, new_state=new_state)  # (B, 1 + n)
+                 length_penalty=length_penalty, eos_id=eos, new_state=new_state, agree=agree)  # (B, 1 + n)
     rows = []
     for row, n_src in zip(out[:, 1:].tolist(), (~src_pad).sum(1).tolist()):
         row = row[:row.index(eos)] if eos in row else row

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from builder.config import CONF_DIR, compose, register_resolvers
-from builder.errors import ConfigError, friendly_errors
+from builder.errors import ConfigError, RunStopped, friendly_errors
 from builder.rundir import register_run_dir_resolver
 
 
@@ -30,7 +30,7 @@ def _run(cfg: DictConfig) -> float:
     _, overrides, multirun = hydra_job()
     if multirun:
         return trial(cfg, overrides)
-    with friendly_errors("builder-train"), stopped_cleanly("builder-train"):
+    with friendly_errors("builder-train"):
         from builder.train import train
         return train(cfg)
 
@@ -38,11 +38,10 @@ def _run(cfg: DictConfig) -> float:
 def trial(cfg: DictConfig, overrides: list[str]) -> float:
     """One trial of a sweep. A config problem or a diverging loss is recorded (result.yaml, summary) and the
     sweep goes on: Optuna marks an exception as a failed trial; a grid gets NaN (Hydra's grid stops on errors)."""
-    from builder.safety import NonFiniteLoss
     from builder.train import train
     try:
         return train(cfg)
-    except (ConfigError, NonFiniteLoss) as e:
+    except (ConfigError, RunStopped) as e:
         from hydra.core.hydra_config import HydraConfig
 
         from builder.rundir import hydra_job, write_result
@@ -56,24 +55,6 @@ def trial(cfg: DictConfig, overrides: list[str]) -> float:
         if "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower():
             raise RuntimeError(message) from None
         return float("nan")
-
-
-class stopped_cleanly:
-    """A non-finite loss: one line and exit status 1, no traceback (HYDRA_FULL_ERROR=1 shows it)."""
-
-    def __init__(self, command: str):
-        self.command = command
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
-        import os
-        safety = sys.modules.get("builder.safety")  # not imported here: a config error must not load torch
-        if safety and isinstance(error, safety.NonFiniteLoss) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            print(f"{self.command}: {error}", file=sys.stderr)
-            sys.exit(1)
-        return False
 
 
 DEFAULT_EXPERIMENT = "gpt_char"

@@ -31,7 +31,8 @@ class LanguageModelTask(Task):
         self.char_level = tok_cfg.get("kind", "char") == "char" and not tok_cfg.get("path")
         self.metrics = ("bpc",) if self.char_level else ()  # the columns metrics.csv is opened with
         self.tokenizer = None
-        self.sample: tuple[int, str] | None = None  # (step, text) of the latest sample
+        self.sample: tuple[int, str] | None = None  # (step, text) of the latest sample, on rank 0
+        self.sampled_at: int | None = None  # the step of the latest sample, on every rank
 
     def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         x, y = batch  # (B, T), (B, T)
@@ -65,9 +66,9 @@ class LanguageModelTask(Task):
     # --- samples --------------------------------------------------------------------------------------
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or self.trainer.state.fn != "fit" or not self.global_rank == 0:
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
-        text = self.generate_sample()
+        text = self.generate_sample()  # every rank takes part (FSDP gathers the weights); rank 0 gets the text
         if text is None:
             return
         self.sample = (self.global_step, text)
@@ -78,32 +79,33 @@ class LanguageModelTask(Task):
                 logger.log_text(key="sample", columns=["step", "text"], data=[[self.global_step, text]])
 
     def on_train_end(self) -> None:
-        if self.global_rank != 0:
-            return
-        if self.sample is None or self.sample[0] != self.global_step:
+        if self.sampled_at != self.global_step:  # the same decision on every rank
             text = self.generate_sample()
             self.sample = None if text is None else (self.global_step, text)
-        if self.sample is not None:
+        if self.sample is not None and self.global_rank == 0:
             print(f"\nsample after {self.sample[0]} steps:\n{self.sample[1]}\n", flush=True)
 
     def generate_sample(self) -> str | None:
-        """`task.sample_tokens` tokens after `task.sample_prompt`, with a fixed seed so samples compare across steps."""
+        """`task.sample_tokens` tokens after `task.sample_prompt`, with a fixed seed so samples compare across
+        steps; on rank 0 (None elsewhere), but every rank must call it (see rank_zero_model)."""
+        from builder.distributed import rank_zero_model
         from builder.generation import decode, lm_step
         n = int(self.task_cfg.get("sample_tokens", 200) or 0)
         if n <= 0 or self.tokenizer is None:
             return None
+        self.sampled_at = self.global_step
         prompt = self.task_cfg.get("sample_prompt") or "\n"
         try:
             ids = self.tokenizer.encode(prompt)
         except ValueError:
             ids = []
         ids = ids or [0]  # a prompt the alphabet cannot spell starts from token 0
-        was_training = self.model.training
-        self.model.eval()
-        block_size = int(self.model.spec.variables.get("block_size") or 10**9)
-        out = decode(lm_step(self.model, block_size), torch.tensor([ids], device=self.device), max_new_tokens=n,
-                     temperature=float(self.task_cfg.get("sample_temperature", 0.8)),
-                     top_k=self.task_cfg.get("sample_top_k"),
-                     generator=torch.Generator(self.device).manual_seed(int(self.cfg.get("seed", 0))))
-        self.model.train(was_training)
+        with rank_zero_model(self) as model:
+            if model is None:
+                return None
+            block_size = int(model.spec.variables.get("block_size") or 10**9)
+            out = decode(lm_step(model, block_size), torch.tensor([ids], device=self.device), max_new_tokens=n,
+                         temperature=float(self.task_cfg.get("sample_temperature", 0.8)),
+                         top_k=self.task_cfg.get("sample_top_k"),
+                         generator=torch.Generator(self.device).manual_seed(int(self.cfg.get("seed", 0))))
         return self.tokenizer.decode(ids + out[0, len(ids):].tolist())

@@ -94,11 +94,14 @@ class Seq2SeqTask(Task):
 
     def decode_batch(self, batch: dict[str, Any]) -> list[str]:
         """Greedy translations of a batch (task.eval_num_beams > 1: beam search)."""
+        from builder.distributed import all_ranks, is_sharded
         _, bos, eos = special_ids(self.tgt_tok)
+        # every rank decodes the same batches; on a sharded model each step is a collective, so all stop together
+        agree = (lambda finished: all_ranks(finished, self.device)) if is_sharded(self.model) else None
         rows = generate(self.model, batch["src"], batch["src_pad"], bos, eos,
                         num_beams=int(self.task_cfg.get("eval_num_beams", 1)),
                         max_len_ratio=float(self.task_cfg.get("max_len_ratio", 2.0)),
-                        output=self.task_cfg.get("output"))
+                        output=self.task_cfg.get("output"), agree=agree)
         return [self.tgt_tok.decode(r) for r in rows]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
