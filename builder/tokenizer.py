@@ -42,8 +42,9 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=False)
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        """Text of `ids`; skip_special drops special tokens (<s>, <pad>, <|endoftext|>, ...) instead of spelling them."""
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special)
 
     def to_str(self) -> str:
         return self.tok.to_str()

@@ -41,6 +41,12 @@ def special_ids(tok: Tokenizer) -> tuple[int, int, int]:
     return ids  # type: ignore[return-value]
 
 
+def target_text(tok: Tokenizer, ids: list[int]) -> str:
+    """A decoded translation: special tokens the model emitted (<s> from a briefly trained one) are dropped,
+    the same on every path (greedy, beam search, validation)."""
+    return tok.decode(ids, skip_special=True)
+
+
 def tokenizers_to_str(src: Tokenizer, tgt: Tokenizer) -> str:
     """One tokenizer.json: the shared tokenizer itself, or {"source": ..., "target": ...}."""
     if src is tgt:
@@ -142,7 +148,7 @@ def translate_texts(model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokeniz
         rows = generate(model, src, src_pad, bos, eos, num_beams=num_beams, length_penalty=length_penalty,
                         max_len_ratio=max_len_ratio, use_cache=use_cache, output=output)
         for i, row in zip(chunk, rows):
-            result[i] = tgt_tok.decode(row) if ids[i] else ""  # an empty line stays empty
+            result[i] = target_text(tgt_tok, row) if ids[i] else ""  # an empty line stays empty
     return result
 
 

@@ -4,6 +4,7 @@ import csv
 import subprocess
 
 import pytest
+import torch
 
 TINY = ["experiment=transformer_tiny", "data.n_train=300", "data.n_val=40", "data.n_test=40", "data.batch_size=32",
         "model.d_model=32", "model.d_ff=64", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
@@ -48,6 +49,30 @@ def test_translate_via_load_and_cli(run, cli_env):
                           cwd=cli_env.cwd, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == greedy  # one output line per input line, as in Python
+
+
+def test_special_tokens_never_reach_the_text(run):
+    """A model that predicts <s> at every position (as a briefly trained one does) translates to nothing,
+    on every decoding path: greedy, beam search and the validation decodes."""
+    import builder
+    from builder.tasks import task_class
+    from builder.translation import pad_batch, special_ids
+    model = builder.load(run)
+    _, bos, _ = special_ids(model.tgt_tok)
+
+    def favour_bos(module, inputs, logits):
+        return logits.index_fill(-1, logits.new_tensor([bos], dtype=torch.long), 1e4)
+    hook = model.model.register_forward_hook(favour_bos)
+    try:
+        assert model.translate(["one", "two hundred"]) == ["", ""]
+        assert model.translate(["one", "two hundred"], num_beams=3) == ["", ""]
+        task = task_class("seq2seq")(model.model, model.config)
+        task.src_tok, task.tgt_tok = model.src_tok, model.tgt_tok
+        src, src_pad = pad_batch([[5, 6]], 0)
+        assert task.decode_batch({"src": src, "src_pad": src_pad}) == [""]
+    finally:
+        hook.remove()
+    assert all("<s>" not in t for t in model.translate(["one", "two hundred"]))
 
 
 def test_test_split_metrics(run):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from builder.errors import ConfigError
 from builder.tasks.base import Task
-from builder.translation import generate, logits_of, special_ids, tokenizers_to_str
+from builder.translation import generate, logits_of, special_ids, target_text, tokenizers_to_str
 
 IGNORE = -100  # label at padded target positions
 
@@ -102,7 +102,7 @@ class Seq2SeqTask(Task):
                         num_beams=int(self.task_cfg.get("eval_num_beams", 1)),
                         max_len_ratio=float(self.task_cfg.get("max_len_ratio", 2.0)),
                         output=self.task_cfg.get("output"), agree=agree)
-        return [self.tgt_tok.decode(r) for r in rows]
+        return [target_text(self.tgt_tok, r) for r in rows]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)  # val/loss
