@@ -7,7 +7,10 @@ a data module's training DataLoader around a batch sampler whose epoch e is comp
 and which starts at the batch the trainer has reached (Lightning's progress counter after a restore).
 
 With several processes, global batch k is split across ranks: rank r takes rows [r*B, (r+1)*B) of it, so N
-processes with batch B see the same data as one process with batch N*B (a DDP run equals a single run).
+processes with batch B see the same data as one process with batch N*B (a DDP run equals a single run). An
+epoch's last, partial global batch of m rows is split as evenly as the ranks allow (a rank left without a
+row repeats one with weight 0), and `loss_weight` scales each rank's mean loss by N * rows / m, so the
+averaged gradient is that of the mean over all m rows: epochs match one process too.
 Samplers of other kinds (e.g. length buckets) are listed per epoch, dealt to ranks in turn and resumed the
 same way, provided their order depends only on their seed and `set_epoch`.
 """
@@ -29,7 +32,7 @@ class StepBatchSampler:
                  world: int = 1, position: Callable[[], int] = lambda: 0):
         self.n, self.batch_size, self.shuffle, self.replacement = n, batch_size, shuffle, replacement
         self.num_samples = num_samples if num_samples is not None else n
-        self.drop_last = drop_last or world > 1  # every rank must step the same number of times
+        self.drop_last = drop_last
         self.seed, self.rank, self.world, self.position = seed, rank, world, position
         self.epoch = 0
 
@@ -49,10 +52,26 @@ class StepBatchSampler:
         g = self.batch_size * self.world
         return self.num_samples // g if self.drop_last else -(-self.num_samples // g)
 
+    def share(self, k: int) -> tuple[int, int]:
+        """(first row, number of rows) of global batch k that this rank takes, and the batch's size m."""
+        g, b = self.batch_size * self.world, self.batch_size
+        m = min(g, self.num_samples - k * g)
+        if m == g:
+            return self.rank * b, b
+        q, extra = divmod(m, self.world)
+        return self.rank * q + min(self.rank, extra), q + (self.rank < extra)
+
+    def loss_weight(self, k: int) -> float:
+        """What this rank's mean loss on batch k is multiplied by: 1 for full batches (see the module docstring)."""
+        g = self.batch_size * self.world
+        m = min(g, self.num_samples - k * g)
+        return 1.0 if m == g else self.world * self.share(k)[1] / m
+
     def __iter__(self) -> Iterator[list[int]]:
-        order, g, b = self.order(self.epoch), self.batch_size * self.world, self.batch_size
+        order, g = self.order(self.epoch), self.batch_size * self.world
         for k in range(self.position(), len(self)):
-            rows = order[k * g + self.rank * b: k * g + (self.rank + 1) * b]
+            start, n = self.share(k)
+            rows = order[k * g + start: k * g + start + n] if n else order[k * g: k * g + 1]  # weight 0 if n == 0
             yield rows.tolist()
 
 

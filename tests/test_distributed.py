@@ -234,3 +234,15 @@ def test_a_stuck_rank_fails_within_the_timeout_in_one_line(cli_env, tmp_path, tm
     assert elapsed < 60  # 5 s of waiting, the child's 10 s grace, start-up
     result = OmegaConf.load(tmp_path / "run" / "result.yaml")
     assert result.status == "failed" and result.error.startswith("rank 0: ")
+
+
+@pytest.mark.parametrize("n_train", [233, 225])  # the last global batch of 32: 9 rows (5 + 4), 1 row (1 + none)
+def test_an_epoch_on_two_processes_equals_one_process(n_train, compose, tmp_path):
+    """Epoch-based: the last partial batch is split across ranks and weighted, not dropped."""
+    from builder.train import train
+    base = [*TASKS["toy"], *QUIET[:3], "trainer.max_epochs=1", f"data.n_train={n_train}"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(compose([*base, "data.batch_size=32", f"run_dir={one}"]))
+    train(compose([*base, "data.batch_size=16", "trainer=ddp", "trainer.devices=2", f"run_dir={two}"]))
+    assert ckpt(one)["global_step"] == 8
+    assert_same_weights(ckpt(one), ckpt(two), atol=1e-5)

@@ -66,6 +66,10 @@ class Task(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self._log_throughput(n)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        if self.trainer.world_size > 1:  # an epoch's last batch, split unevenly across ranks (builder/data_order.py)
+            weight = getattr(getattr(self.trainer.train_dataloader, "batch_sampler", None), "loss_weight", None)
+            if weight is not None and weight(batch_idx) != 1.0:
+                return loss * weight(batch_idx)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
