@@ -62,17 +62,24 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     """Train; `overrides` is what overrides.yaml records (default: Hydra's), `callbacks` are added to Lightning's."""
     check(cfg)
     from builder.distributed import is_rank_zero
+    from builder.resume import check_changes, open_resume
     from builder.rundir import choose_run_dir, effective_resume, hydra_job, point_latest, write_overrides
     rank0 = is_rank_zero()
     run_dir = choose_run_dir(cfg)
     resume = effective_resume(cfg, run_dir)
+    resumed = None
+    if resume:  # refused here, before a file of the run is touched
+        resumed = open_resume(run_dir, resume)
+        cfg = check_changes(resumed, cfg)
+    elif cfg.get("seed") is None:
+        cfg.seed = random_seed()
     overrides = list(overrides if overrides is not None else hydra_job()[1])
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_overrides(run_dir, overrides, resumed=resume is not None)
         point_latest(run_dir, cfg.get("outputs_dir") or "outputs")
     start = time.perf_counter()
-    run = Run(cfg, run_dir, rank0, overrides, resume)
+    run = Run(cfg, run_dir, rank0, overrides, resumed)
     try:
         value = run.fit(callbacks)
     except BaseException as e:
@@ -95,8 +102,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
 class Run:
     """The pieces of one run, built in order: data, model, task, loggers, trainer."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, rank0: bool, overrides: list[str], resume: str | None):
-        self.cfg, self.run_dir, self.rank0, self.overrides, self.resume = cfg, run_dir, rank0, overrides, resume
+    def __init__(self, cfg: DictConfig, run_dir: Path, rank0: bool, overrides: list[str], resumed: Any):
+        self.cfg, self.run_dir, self.rank0, self.overrides, self.resumed = cfg, run_dir, rank0, overrides, resumed
         self.trainer: Any = None
         self.task: Any = None
 
@@ -110,10 +117,10 @@ class Run:
         from builder.graph import build_model
         from builder.loggers import finish, log_run_info, make_loggers
         from builder.prepare import prepare_model_config
-        from builder.resume import check_resumable, last_checkpoint
-        cfg, run_dir = self.cfg, self.run_dir
+        from builder.resume import first_difference, model_changed
+        cfg, run_dir, resumed = self.cfg, self.run_dir, self.resumed
         quiet_lightning_twins()
-        if self.resume:
+        if resumed:
             import warnings
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         plain = OmegaConf.to_container(cfg, resolve=True)
@@ -124,10 +131,9 @@ class Run:
         make_resumable(data, int(cfg.seed))
         # `auto` model sizes (e.g. vocab_size) come from the data; the checkpoint keeps the filled-in model config
         plain["model"] = prepare_model_config(cfg, sizes=data.model_sizes() if hasattr(data, "model_sizes") else None)
-        ckpt_path, resume_step = None, None
-        if self.resume:
-            ckpt_path = last_checkpoint(run_dir, self.resume)
-            resume_step = check_resumable(ckpt_path, plain["model"])
+        ckpt_path, resume_step = (resumed.path, resumed.step) if resumed else (None, None)
+        if resumed and (diff := first_difference(resumed.config["model"], plain["model"], "model")):
+            raise model_changed(resumed.path, diff)  # the same settings, but the data gave other sizes
         if self.rank0:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
         model = build_model(plain["model"])
@@ -182,12 +188,23 @@ class Run:
                error: BaseException | None = None) -> None:
         from builder.rundir import write_result
         fields: dict[str, Any] = {"status": status, "monitor": getattr(self.task, "monitor", None),
-                                  "mode": getattr(self.task, "mode", None), "value": value,
+                                  "mode": getattr(self.task, "mode", None), "value": value, "seed": self.cfg.seed,
                                   "steps": int(self.trainer.global_step) if self.trainer is not None else 0,
                                   "seconds": round(seconds, 2), "overrides": self.overrides}
         if error is not None:
             fields["error"] = (str(error).strip().splitlines() or [type(error).__name__])[0]
         write_result(self.run_dir, **fields)
+
+
+def random_seed() -> int:
+    """A seed for `seed=null`, recorded in config.yaml and result.yaml so the run can be repeated. Processes
+    started by a cluster would each draw their own, so they need a seed given."""
+    import os
+    import secrets
+    if any(os.environ.get(k) for k in ("NODE_RANK", "RANK", "LOCAL_RANK", "SLURM_PROCID")):
+        raise ConfigError("seed: null draws a seed in each process, and these processes were started apart "
+                          "(NODE_RANK, RANK, LOCAL_RANK or SLURM_PROCID is set); give seed=N")
+    return secrets.randbelow(2**31)
 
 
 def task_for(name: str, strategy: Any) -> type:

@@ -182,3 +182,73 @@ def test_resume_reuses_the_original_command_line(tmp_path):
     assert resume_dir("latest", str(tmp_path / "outputs")) == run.resolve()
     args = with_original_overrides(["resume=latest", "trainer.max_steps=200"], str(tmp_path / "outputs"))
     assert args == ["experiment=gpt_char", "resume=latest", "trainer.max_steps=200"]
+
+
+# val/loss at steps 2, 4, ..., 12 of tiny GPTs: lr 0.3 gives 16.5 35.3 14.7 8.1 11.6 10.9 (best at 8, then
+# worse); lr 0.03 gives 4.05 5.05 4.16 4.47 4.20 3.91 (best at 2, worse at the stop, better at 12)
+SEQUENCE = ["experiment=gpt_char", "trainer.val_check_interval=2", "data.max_val_windows=10", "model.n_layer=2",
+            "optim.warmup_steps=2", "optim.decay_steps=30", "task.sample_tokens=0", "trainer.max_steps=12",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+@pytest.mark.parametrize("lr, stop, best_step", [(0.3, 8, 8), (0.03, 4, 12)], ids=["better-then-worse",
+                                                                                 "worse-then-better"])
+def test_best_checkpoint_after_a_resume_is_the_uninterrupted_runs(lr, stop, best_step, compose, tmp_path):
+    from builder.train import train
+    base = [*SEQUENCE, f"optim.lr={lr}", f"data.cache_dir={tmp_path / 'cache'}"]
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(compose([*base, f"run_dir={full}"]))
+    train(compose([*base, f"trainer.max_steps={stop}", f"run_dir={split}"]))
+    train(compose([*base, f"run_dir={split}", f"resume={split}"]))
+    a, b = (torch.load(r / "checkpoints" / "best.ckpt", weights_only=True) for r in (full, split))
+    assert a["global_step"] == b["global_step"] == best_step
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert OmegaConf.load(split / "result.yaml").value == pytest.approx(OmegaConf.load(full / "result.yaml").value)
+    train(compose([*base, f"run_dir={split}", f"resume={split}"]))  # a no-op resume of the finished run
+    assert OmegaConf.load(split / "result.yaml").value == OmegaConf.load(full / "result.yaml").value
+
+
+def test_a_resume_applies_a_new_schedule_and_records_it(compose, tmp_path):
+    """resume with a new lr and length = the run trained with the new schedule from the resumed step on."""
+    from builder.optim import WarmupCosine
+    from builder.train import train
+    base = [*TOY[:-len(STEPS) - 1], *STEPS[:3], "optim.warmup_steps=0"]
+    run = tmp_path / "run"
+    first, more = [*base, "trainer.max_steps=10", f"run_dir={run}"], ["trainer.max_steps=20", "optim.lr=0.5"]
+    train(compose(first), overrides=first)
+    train(compose([*first, *more, f"resume={run}"]), overrides=more)
+    lrs = {int(r["step"]): r["lr"] for r in read_metrics(run / "metrics.csv") if "lr" in r}
+    expected = WarmupCosine(0, 20, OmegaConf.load(run / "config.yaml").optim.min_lr / 0.5)
+    for step in range(10, 20):
+        assert lrs[step] == pytest.approx(0.5 * expected(step), rel=1e-6), step
+    assert OmegaConf.load(run / "config.yaml").optim.lr == 0.5
+    assert list(OmegaConf.load(run / "overrides.yaml")) == [*first, *more]
+
+
+def test_a_resume_refuses_what_it_cannot_apply_and_writes_nothing(compose, toy_run, tmp_path):
+    import shutil
+
+    from builder.train import train
+    run = tmp_path / "copy"
+    shutil.copytree(toy_run.dir, run)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"^resume: .*last.ckpt was trained with settings a resume cannot "
+                                              r"change: data.batch_size is \d+ there and 7 here, seed is 0 there "
+                                              r"and 3 here; a resume may change trainer.\*, .*optim.lr"):
+        train(compose(["experiment=toy_classifier", "data.bayes_samples=0", f"run_dir={run}", f"resume={run}",
+                       "data.batch_size=7", "seed=3", "data.n_train=1000", "data.n_val=1000"]))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+
+def test_a_null_seed_is_drawn_recorded_and_kept_on_resume(compose, tmp_path):
+    from builder.train import train
+    base = [*TOY[:-len(STEPS) - 1], *STEPS[:3], "seed=null", "trainer.max_steps=4"]
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        train(compose([*base, f"run_dir={run}"]))
+    seeds = [OmegaConf.load(r / "config.yaml").seed for r in runs]
+    assert all(isinstance(s, int) for s in seeds) and seeds[0] != seeds[1]
+    assert [OmegaConf.load(r / "result.yaml").seed for r in runs] == seeds
+    train(compose([*base, "trainer.max_steps=8", f"run_dir={runs[0]}", f"resume={runs[0]}"]))
+    assert OmegaConf.load(runs[0] / "config.yaml").seed == seeds[0]
