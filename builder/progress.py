@@ -14,7 +14,28 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, RichProgressBar
 
 
 class ProgressBar(RichProgressBar):
-    """Rich progress bar with short names: `loss 0.123  samples/s 31,000  val/acc 0.995`."""
+    """One bar for the whole run, counting optimizer steps (so `accumulate_grad_batches` and a resumed run
+    count right, and the time left is the run's), with short names: `loss 0.123  samples/s 31,000`."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        total = self.trainer.estimated_stepping_batches  # max_steps, or the epochs' optimizer steps
+        return total if total != float("inf") else self.trainer.num_training_batches
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.train_progress_bar_id is None or self.progress is None:
+            super().on_train_epoch_start(trainer, pl_module)
+            self._update(self.train_progress_bar_id, trainer.global_step)
+        else:  # the same bar goes on; only the epoch in its description changes
+            self.progress.update(self.train_progress_bar_id, description=self._get_train_description(
+                trainer.current_epoch))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, object]:
         items = {}

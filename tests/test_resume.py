@@ -252,3 +252,25 @@ def test_a_null_seed_is_drawn_recorded_and_kept_on_resume(compose, tmp_path):
     assert [OmegaConf.load(r / "result.yaml").seed for r in runs] == seeds
     train(compose([*base, "trainer.max_steps=8", f"run_dir={runs[0]}", f"resume={runs[0]}"]))
     assert OmegaConf.load(runs[0] / "config.yaml").seed == seeds[0]
+
+
+def test_the_progress_bar_counts_the_runs_optimizer_steps(compose, tmp_path):
+    """Accumulation counts optimizer steps, and a resumed run's bar starts where the run stood."""
+    from lightning.pytorch.callbacks import Callback
+
+    from builder.train import train
+
+    class Seen(Callback):
+        bars: list[tuple[float, float]] = []
+
+        def on_train_end(self, trainer, *args):
+            bar = trainer.progress_bar_callback
+            task = bar.progress.tasks[bar.train_progress_bar_id]
+            self.bars.append((task.completed, task.total))
+
+    base = ["experiment=toy_classifier", "data.bayes_samples=0", "data.n_train=256", "data.n_val=64",
+            "data.batch_size=16", "trainer.accumulate_grad_batches=2", "trainer.enable_model_summary=false",
+            f"run_dir={tmp_path}"]
+    train(compose([*base, "trainer.max_epochs=2"]), callbacks=(Seen(),))
+    train(compose([*base, "trainer.max_epochs=3", f"resume={tmp_path}"]), callbacks=(Seen(),))
+    assert Seen.bars == [(16, 16), (24, 24)]  # 8 optimizer steps an epoch
