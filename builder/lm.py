@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from builder.api import LoadedModel
+from builder.api import LoadedModel, as_texts, check_number
 from builder.errors import ConfigError
 from builder.tokenizer import Tokenizer
 
@@ -60,13 +60,27 @@ class LanguageModel(LoadedModel):
         except ValueError:  # an alphabet without a newline
             return [0]
 
-    def generate(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
+    def generate(self, prompt: str | list[str] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None, num_beams: int = 1,
                  length_penalty: float = 1.0, seed: int | None = None, stream: Callable[[str], None] | None = None,
-                 use_cache: bool = True, stop_at_eos: bool = True) -> str:
-        """The continuation of `prompt` (without the prompt). Greedy at temperature 0, sampling otherwise,
-        beam search with num_beams > 1. `stream(text)` receives the text piece by piece as it is produced
-        (greedy and sampling). `seed` makes sampling repeatable. Stops early at <|endoftext|> if it has one."""
+                 use_cache: bool = True, stop_at_eos: bool = True) -> str | list[str]:
+        """The continuation of `prompt` (without the prompt); for a list or tuple of prompts a list with one
+        continuation each ([] -> []), each as if generated alone (the same seed for every prompt). Greedy at
+        temperature 0, sampling otherwise, beam search with num_beams > 1. `stream(text)` receives the text piece
+        by piece as it is produced (greedy and sampling; prompt after prompt). `seed` makes sampling repeatable.
+        Stops early at <|endoftext|> if it has one. A prompt or setting out of range is a one-line ConfigError:
+        max_new_tokens >= 0, temperature >= 0, top_k >= 1, 0 < top_p <= 1, num_beams >= 1."""
+        prompts, one = as_texts("prompt", prompt)
+        check_number("max_new_tokens", max_new_tokens, 0, integer=True)
+        check_number("temperature", temperature, 0)
+        check_number("top_k", top_k, 1, integer=True, optional=True)
+        check_number("top_p", top_p, 0, 1, above=True, optional=True)
+        check_number("num_beams", num_beams, 1, integer=True)
+        check_number("length_penalty", length_penalty)
+        check_number("seed", seed, integer=True, optional=True)
+        if not one:
+            return [self.generate(p, max_new_tokens, temperature, top_k, top_p, num_beams, length_penalty, seed,
+                                  stream, use_cache, stop_at_eos) for p in prompts]
         from builder.generation import decode, lm_step
         ids = self.prompt_ids(prompt)
         device = next(self.model.parameters()).device

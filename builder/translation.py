@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from builder.api import LoadedModel
+from builder.api import LoadedModel, as_texts, check_number
 from builder.decoding import DecodeState
+from builder.errors import ConfigError
 from builder.tokenizer import Tokenizer
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -158,14 +159,18 @@ class Translator(LoadedModel):
     def __init__(self, loaded: Any):
         super().__init__(loaded)
         if not self.tokenizer_json:
-            raise ValueError(f"{self.path}: the checkpoint holds no tokenizer; it cannot translate text")
+            raise ConfigError(f"ckpt: {self.path} holds no tokenizer, so it cannot translate text")
         self.src_tok, self.tgt_tok = tokenizers_from_str(self.tokenizer_json)
 
     def translate(self, texts: str | list[str], num_beams: int = 1, length_penalty: float = 1.0,
                   batch_size: int = 64, use_cache: bool = True) -> str | list[str]:
-        """One translation per text (a str for a str); greedy with num_beams=1, else beam search."""
-        one = isinstance(texts, str)
-        out = translate_texts(self.model, self.src_tok, self.tgt_tok, [texts] if one else list(texts),
+        """One translation per text: a str for a str, a list for a list or tuple of str ([] -> []); greedy with
+        num_beams=1, else beam search. Other texts, num_beams or batch_size < 1 raise a one-line ConfigError."""
+        items, one = as_texts("texts", texts)
+        check_number("num_beams", num_beams, 1, integer=True)
+        check_number("length_penalty", length_penalty)
+        check_number("batch_size", batch_size, 1, integer=True)
+        out = translate_texts(self.model, self.src_tok, self.tgt_tok, items,
                               num_beams=num_beams, length_penalty=length_penalty, batch_size=batch_size,
                               use_cache=use_cache, output=self.config["task"].get("output"))
         return out[0] if one else out

@@ -21,14 +21,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str]) -> None:
     args = parse_args(argv, SPEC)
-    from builder.api import Classifier, load
+    from builder.api import Classifier, as_input, load
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if not isinstance(model, Classifier):
         raise ConfigError(f"ckpt: builder-predict handles classifiers; this model's task is '{model.task}'")
-    try:
-        labels, probs = model.predict(args["input"])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"input: cannot run the model on {args['input']}: {str(e).splitlines()[0]}") from None
+    name, spec = next(iter(model.model.input_specs.items()))
+    labels, probs = model.predict(as_input("input", args["input"], name, spec, one_row=True))
     classes = model.classes
     for label, row in zip(labels, probs.tolist()):
         shown = ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, row))
