@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -56,14 +56,76 @@ class Tokenizer:
     def from_str(cls, text: str) -> "Tokenizer":
         return cls(HFTokenizer.from_str(text))
 
+    def missing(self, chars: Iterable[str]) -> list[str]:
+        """The characters of `chars` this tokenizer cannot encode: it fails on them (no unknown token) or drops
+        them silently. A character the pre-tokenizer removes by design (a space, for some) is not missing."""
+        tok, out = self.tok, []
+        for c in chars:
+            if tok.token_to_id(c) is not None:
+                continue
+            text = tok.normalizer.normalize_str(c) if tok.normalizer else c
+            pieces = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str(text)] if tok.pre_tokenizer else [text]
+            try:
+                if all(tok.model.tokenize(p) for p in pieces if p):
+                    continue
+            except Exception:  # noqa: BLE001 - the tokenizers library's "missing [UNK]" is a bare Exception
+                pass
+            out.append(c)
+        return out
+
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
-        path = Path(path)
+        """A tokenizer.json (a directory means its tokenizer.json); anything else is a one-line ValueError
+        (FileNotFoundError when there is no file)."""
+        path = Path(path).expanduser()
         if path.is_dir():
+            if not (path / "tokenizer.json").is_file():
+                raise FileNotFoundError(f"the directory {path} holds no tokenizer.json")
             path = path / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
-        return cls.from_str(path.read_text(encoding="utf-8"))
+        text, obj = read_json(path)
+        if isinstance(obj, dict) and "source" in obj and "target" in obj and "model" not in obj:
+            raise ValueError(f"{path} holds a translation run's two tokenizers (source and target), not one; "
+                             "a language model needs a single tokenizer.json (a language model run's, or GPT-2's)")
+        if not isinstance(obj, dict) or "model" not in obj:
+            kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+            has = (f"the keys {', '.join(map(str, list(obj)[:6]))}" if isinstance(obj, dict)
+                   else kinds.get(type(obj), "null"))
+            raise ValueError(f"{path} is not a tokenizer.json: it has no 'model' entry (it holds {has})")
+        try:
+            return cls.from_str(text)
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises bare Exceptions
+            raise ValueError(f"{path} is not a tokenizer.json: {first_line(e)}") from None
+
+
+def read_json(path: Path) -> tuple[str, Any]:
+    """(text, parsed) of a JSON file; not UTF-8 or not JSON is a one-line ValueError."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a tokenizer.json: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                         f"{e.start})") from None
+    try:
+        return text, json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a tokenizer.json: not JSON ({e})") from None
+
+
+def describe_missing(missing: list[str], text: str, where: str, shown: int = 8) -> str:
+    """"3 distinct characters {where}: 'é' 40 times, ..." for the characters of `text` a tokenizer lacks, most
+    frequent first."""
+    from collections import Counter
+    count = Counter(text).__getitem__ if len(missing) > 32 else text.count  # many: one pass over the text
+    counts = sorted(((count(c), c) for c in missing), key=lambda nc: (-nc[0], nc[1]))
+    what = "a character" if len(missing) == 1 else f"{len(missing)} distinct characters"
+    more = f", ... {len(missing) - shown} more" if len(missing) > shown else ""
+    return f"{what} {where}: " + ", ".join(f"{c!r} {n} time{'s' if n != 1 else ''}" for n, c in counts[:shown]) + more
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def char_tokenizer(text: str) -> Tokenizer:

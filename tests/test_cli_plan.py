@@ -65,3 +65,65 @@ def test_blocks_lists_typed_arguments_and_writes_a_json_schema(tmp_path, capsys)
     assert linear["required"] == ["block", "in_features", "out_features"]
     assert linear["additionalProperties"] is False
     assert {"type": "integer"} in linear["properties"]["in_features"]["anyOf"]
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """A GPT run as builder-train stores it (vocab_size filled in from the data), with a checkpoint holding the
+    config and no weights, and an export directory."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from builder.config import register_resolvers
+    from builder.prepare import prepare_model_config
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=gpt_char", "model.n_layer=1", "model.n_head=2",
+                                                      "model.d_model=16", "model.block_size=8"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["model"] = prepare_model_config(cfg, sizes={"vocab_size": 77})
+    root = tmp_path_factory.mktemp("stored")
+    run, export = root / "gpt_run", root / "gpt_export"
+    (run / "checkpoints").mkdir(parents=True)
+    export.mkdir()
+    for where in (run, export):
+        (where / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+    (export / "model.safetensors").write_bytes(b"")
+    torch.save({"builder": {"config": plain, "tokenizer": None}, "state_dict": {}}, run / "checkpoints" / "best.ckpt")
+    return run, export, plain
+
+
+def test_plan_of_a_stored_run_checkpoint_export_or_config_is_the_trained_model(stored_run, tmp_path, capsys):
+    run, export, _ = stored_run
+    totals = set()
+    for arg in (f"ckpt={run}", f"ckpt={run / 'checkpoints' / 'best.ckpt'}", f"ckpt={export}",
+                str(run / "config.yaml"), str(export / "config.yaml")):
+        plan_cli.main([arg, f"out={tmp_path}"])
+        out = capsys.readouterr().out
+        assert "(batch, seq, 77)" in out, arg  # the run's vocabulary, not a placeholder
+        assert "plan of gpt_run" in out or "plan of gpt_export" in out, arg
+        totals.add(next(line for line in out.splitlines() if "total" in line))
+    assert len(totals) == 1
+
+
+def test_plan_of_a_checkpoint_that_imports_modules_needs_allow_imports(stored_run, tmp_path, capsys):
+    import torch
+    _, _, plain = stored_run
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    config = dict(plain, model=dict(plain["model"], imports=["my_blocks"]))
+    torch.save({"builder": {"config": config}, "state_dict": {}}, tmp_path / "run" / "checkpoints" / "best.ckpt")
+    with pytest.raises(SystemExit) as e:
+        plan_cli.main([f"ckpt={tmp_path / 'run'}", f"out={tmp_path}"])
+    assert e.value.code == 2
+    assert "needs the Python module(s) my_blocks for its blocks" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plan_cli.main([f"ckpt={tmp_path / 'nothing'}"])
+    assert f"  ckpt: {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
+
+
+def test_plan_of_an_experiment_file_says_to_plan_it_by_name(capsys):
+    with pytest.raises(SystemExit):
+        plan_cli.main([str(ROOT / "conf/experiment/gpt_char.yaml")])
+    assert ("gpt_char.yaml: a Hydra config with a defaults list, not a model or a run's stored config; "
+            "plan it by name: builder-plan experiment=gpt_char") in capsys.readouterr().err

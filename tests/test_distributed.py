@@ -210,8 +210,12 @@ from builder.train import train
 class StopRankOneAt(Callback):  # rank 1 freezes, as a process stuck in a driver or swapped out would
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step == 3 and trainer.global_rank == 0:
-            for pid in os.listdir("/proc"):
-                if pid.isdigit() and open(f"/proc/{pid}/stat").read().split(")")[-1].split()[1] == str(os.getpid()):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:  # a process may end between the listing and the read
+                    parent = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[-1].split()[1]
+                except OSError:
+                    continue
+                if parent == str(os.getpid()):
                     os.kill(int(pid), signal.SIGSTOP)
 
 overrides = sys.argv[1:]

@@ -121,3 +121,30 @@ def test_numbers_preset_trains_on_a_users_tsv_given_as_data_path(tmp_path):
     pairs = data.read_pairs()
     assert [len(pairs[s]) for s in ("train", "val", "test")] == [20, 5, 5]
     assert all(src.startswith("cat ") and tgt.startswith("Katze ") for src, tgt in pairs["train"])
+
+
+def test_byte_order_mark_and_windows_line_ends(tmp_path):
+    tsv = tmp_path / "bom.tsv"
+    tsv.write_bytes(b"\xef\xbb\xbf" + "".join(f"{s}\t{t}\r\n" for s, t in PAIRS).encode())
+    assert read_tsv(tsv) == PAIRS
+    (tmp_path / "en").write_bytes(b"\xef\xbb\xbf" + "".join(f"{s}\r\n" for s, _ in PAIRS).encode())
+    (tmp_path / "de").write_bytes("".join(f"{t}\u2028\r\n" if i == 0 else f"{t}\r\n"
+                                          for i, (_, t) in enumerate(PAIRS)).encode())
+    assert read_aligned(tmp_path / "en", tmp_path / "de") == PAIRS  # U+2028 inside a sentence is no line end
+    dm = data(train=str(tsv))
+    assert not {"\ufeff", "\r"} & (set(dm.src_tok.tok.get_vocab()) | set(dm.tgt_tok.tok.get_vocab()))
+    (tmp_path / "latin1.tsv").write_bytes("Tür\tdoor\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.tsv: not UTF-8 text: byte 0xfc at offset 1"):
+        read_tsv(tmp_path / "latin1.tsv")
+
+
+def test_given_tokenizer_that_lacks_characters_or_is_not_one(tmp_path):
+    from builder.tokenizer import char_tokenizer
+    path = write_tsv(tmp_path / "deu.txt", PAIRS)
+    char_tokenizer("".join(s + t for s, t in PAIRS).replace("!", "")).save(tmp_path / "tokenizer.json")
+    with pytest.raises(ConfigError, match=r"^data\.tokenizer\.path: .*tokenizer\.json cannot encode a character of the "
+                                          r"source sentences: '!' \d+ times?; give a tokenizer that covers them"):
+        data(train=path, tokenizer={"path": str(tmp_path / "tokenizer.json")})
+    (tmp_path / "notes.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"^data\.tokenizer\.path: .*notes\.json is not a tokenizer\.json: "):
+        data(train=path, tokenizer={"path": str(tmp_path / "notes.json")})

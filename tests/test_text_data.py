@@ -118,3 +118,90 @@ def test_hugging_face_dataset(tmp_path):
     bad = data(tmp_path, hf_dataset={"path": str(tmp_path / "ds"), "column": "body"})
     with pytest.raises(ConfigError, match="no column 'body'; the data set has text, id"):
         bad.setup()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("pair", r"data\.tokenizer\.path: .*pair\.json holds a translation run's two tokenizers \(source and target\)"),
+    ("text", r"data\.tokenizer\.path: .*notes\.txt is not a tokenizer\.json: not JSON"),
+    ("dir", r"data\.tokenizer\.path: the directory .*run holds no tokenizer\.json"),
+])
+def test_tokenizer_path_that_is_not_a_tokenizer(tmp_path, case, message):
+    from builder.tokenizer import char_tokenizer
+    from builder.translation import tokenizers_to_str
+    (tmp_path / "run").mkdir()
+    write(tmp_path / "pair.json", tokenizers_to_str(char_tokenizer(LINES), char_tokenizer(LINES.upper())))
+    write(tmp_path / "notes.txt", "not a tokenizer\n")
+    path = {"pair": "pair.json", "text": "notes.txt", "dir": "run"}[case]
+    dm = data(tmp_path, path=write(tmp_path / "a.txt", LINES), tokenizer={"path": str(tmp_path / path)})
+    with pytest.raises(ConfigError, match=message) as e:
+        dm.model_sizes()
+    assert len(e.value.problems) == 1 and "\n" not in e.value.problems[0]
+
+
+def test_given_tokenizer_missing_characters_is_found_before_training(tmp_path, compose):
+    from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
+
+    from builder.tokenizer import char_tokenizer
+    from builder.train import train
+    corpus = write(tmp_path / "a.txt", LINES + "Zürich\n")
+    char_tokenizer(LINES).save(tmp_path / "char.json")  # lacks 'Z' and 'ü'
+    run_dir = tmp_path / "run"
+    overrides = ["experiment=gpt_char", "model.n_layer=1", "model.n_head=2", "model.d_model=16",
+                 "model.block_size=16", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                 f"data.path={corpus}", f"data.tokenizer.path={tmp_path / 'char.json'}",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={run_dir}"]
+    with pytest.raises(ConfigError, match=r"^data\.tokenizer\.path: .*char\.json cannot encode 2 distinct characters "
+                       r"of the corpus: 'Z' 1 time, 'ü' 1 time; give a tokenizer that covers them"):
+        train(compose(overrides), overrides=overrides)
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()  # before the model
+    bpe = HFTokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(set(LINES) - {"q", "z"}))}, merges=[]))
+    bpe.save(str(tmp_path / "bpe.json"))  # no [UNK]: it would drop 'q' and 'z' from the text without a word
+    dm = data(tmp_path, path=corpus, tokenizer={"path": str(tmp_path / "bpe.json")})
+    with pytest.raises(ConfigError, match=r"bpe\.json cannot encode 4 distinct characters of the corpus: 'q' 60 times, "
+                                          r"'z' 60 times, 'Z' 1 time, 'ü' 1 time; "):
+        dm.model_sizes()
+
+
+def test_byte_order_mark_and_windows_line_ends_are_not_text(tmp_path):
+    (tmp_path / "docs").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "docs" / name).write_bytes(b"\xef\xbb\xbf" + LINES.replace("\n", "\r\n").encode())
+    dm = data(tmp_path, path=str(tmp_path / "docs"))
+    dm.setup()
+    assert dm.text == LINES + "\n\n" + LINES
+    assert "\ufeff" not in dm.tokenizer.tok.get_vocab() and "\r" not in dm.tokenizer.tok.get_vocab()
+
+
+def saved_dataset_dict(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the optional `datasets` package is not installed")
+    ds = datasets.Dataset.from_dict({"text": [f"document {i}: {LINES[:200]}" for i in range(10)],
+                                     "id": list(range(10)), "title": [f"doc {i}" for i in range(10)]})
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "ds"))
+    return str(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"column": "id"}, r"^data\.hf_dataset\.column: column 'id' holds int64, not text; "
+                       r"the text columns are text, title$"),
+    ({"split": "valid"}, r"^data\.hf_dataset\.split: no split 'valid' in .*ds \(did you mean 'validation'\?\); "
+                         r"it has train, validation$"),
+    ({"colum": "text"}, r"^data\.hf_dataset\.colum: no such key \(did you mean 'column'\?\); the keys are path, name, "
+                        r"split, column$"),
+])
+def test_hugging_face_dataset_errors_name_the_key(tmp_path, spec, message):
+    dm = data(tmp_path, hf_dataset={"path": saved_dataset_dict(tmp_path), **spec})
+    with pytest.raises(ConfigError, match=message):
+        dm.setup()
+    good = data(tmp_path, hf_dataset={"path": str(tmp_path / "ds"), "split": "validation", "column": "title"})
+    assert good.corpus()[0].startswith("doc 0\n\ndoc 1")
+
+
+def test_hugging_face_single_split_and_null_rows(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the optional `datasets` package is not installed")
+    datasets.Dataset.from_dict({"text": [LINES] * 3}, split="train").save_to_disk(str(tmp_path / "one"))
+    with pytest.raises(ConfigError, match=r"^data\.hf_dataset\.split: .*one holds the single split 'train', "
+                                          r"not 'test'$"):
+        data(tmp_path, hf_dataset={"path": str(tmp_path / "one"), "split": "test"}).setup()
+    datasets.Dataset.from_dict({"text": [LINES, None, LINES]}).save_to_disk(str(tmp_path / "nulls"))
+    with pytest.raises(ConfigError, match=r"^data\.hf_dataset\.column: 1 of 3 rows of column 'text' are null; "):
+        data(tmp_path, hf_dataset={"path": str(tmp_path / "nulls")}).setup()

@@ -45,3 +45,36 @@ def test_serialisation_through_string_and_file(tmp_path):
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown kind 'word'.*char, bpe"):
         train_tokenizer("word", TEXT, TEXT)
+
+
+def test_missing_characters_whether_the_tokenizer_fails_or_drops_them():
+    from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
+    assert char_tokenizer("abc").missing("abxcz") == ["x", "z"]
+    assert bpe_tokenizer([TEXT], vocab_size=270).missing(sorted(set(TEXT + "東京🚀"))) == []  # bytes cover all
+    plain = HFTokenizer(models.BPE(vocab={c: i for i, c in enumerate("abc")}, merges=[]))  # no [UNK]: drops
+    plain.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert Tokenizer(plain).missing("ab x\n") == ["x"]  # spaces are removed by design, not missing
+    assert Tokenizer(plain).encode("axb") == Tokenizer(plain).encode("ab")  # what the check guards against
+
+
+@pytest.mark.parametrize("case, message", [
+    ("pair", r"pair\.json holds a translation run's two tokenizers \(source and target\), not one"),
+    ("text", r"text\.txt is not a tokenizer\.json: not JSON \(Expecting value: line 1 column 1"),
+    ("json", r"other\.json is not a tokenizer\.json: it has no 'model' entry \(it holds the keys vocab_size\)"),
+    ("dir", r"the directory .*empty holds no tokenizer\.json"),
+])
+def test_load_names_what_the_file_is_instead(tmp_path, case, message):
+    from builder.translation import tokenizers_to_str
+    files = {"pair": ("pair.json", tokenizers_to_str(char_tokenizer("ab"), char_tokenizer("cd"))),
+             "text": ("text.txt", "just some words\n"), "json": ("other.json", '{"vocab_size": 3}')}
+    if case == "dir":
+        (tmp_path / "empty").mkdir()
+        path = tmp_path / "empty"
+    else:
+        name, content = files[case]
+        path = tmp_path / name
+        path.write_text(content)
+    error = FileNotFoundError if case == "dir" else ValueError
+    with pytest.raises(error, match=message) as e:
+        Tokenizer.load(path)
+    assert "\n" not in str(e.value)

@@ -21,33 +21,42 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from builder.errors import ConfigError
-from builder.tokenizer import Tokenizer, train_tokenizer
+from builder.tokenizer import Tokenizer, describe_missing, first_line, read_json, train_tokenizer
 from builder.translation import encode_all, pad_batch, special_ids, tokenizers_from_str, with_specials
 
 IGNORE = -100  # label at padded positions: skipped by cross_entropy
 Pair = tuple[str, str]
 
 
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 file, without a leading byte-order mark or "\\r" of Windows line ends."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} "
+                          f"({e.reason})") from None
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").split("\n")
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
 def read_tsv(path: str | Path) -> list[Pair]:
     """(source, target) per non-empty line of `path`: 2 tab-separated columns, or 3 (the last ignored)."""
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) not in (2, 3) or not cols[0].strip() or not cols[1].strip():
-                raise ConfigError(f"{path}:{n}: expected 'source<TAB>target' (optionally <TAB>attribution), "
-                                  f"got {len(cols)} column(s): {line[:80]!r}")
-            pairs.append((cols[0].strip(), cols[1].strip()))
+    for n, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) not in (2, 3) or not cols[0].strip() or not cols[1].strip():
+            raise ConfigError(f"{path}:{n}: expected 'source<TAB>target' (optionally <TAB>attribution), "
+                              f"got {len(cols)} column(s): {line[:80]!r}")
+        pairs.append((cols[0].strip(), cols[1].strip()))
     return pairs
 
 
 def read_aligned(source: str | Path, target: str | Path) -> list[Pair]:
     """Line i of `source` with line i of `target`; both must have the same number of lines."""
-    src = Path(source).read_text(encoding="utf-8").splitlines()
-    tgt = Path(target).read_text(encoding="utf-8").splitlines()
+    src, tgt = read_lines(source), read_lines(target)
     if len(src) != len(tgt):
         raise ConfigError(f"{source} has {len(src)} lines but {target} has {len(tgt)}; the files must be line-aligned")
     for n, (s, t) in enumerate(zip(src, tgt), start=1):
@@ -158,7 +167,12 @@ class ParallelData(L.LightningDataModule):
             path = Path(t["path"]).expanduser()
             if not path.is_file():
                 raise ConfigError(f"data.tokenizer.path: file not found: {t['path']}")
-            src, tgt = tokenizers_from_str(path.read_text(encoding="utf-8"))
+            try:
+                src, tgt = tokenizers_from_str(read_json(path)[0])
+            except ValueError as e:
+                raise ConfigError(f"data.tokenizer.path: {e}") from None
+            except Exception as e:  # noqa: BLE001 - the tokenizers library raises bare Exceptions
+                raise ConfigError(f"data.tokenizer.path: {path} is not a tokenizer.json: {first_line(e)}") from None
             return with_specials(src), (with_specials(tgt) if tgt is not src else src)
         kind, vocab = t.get("kind", "char"), int(t.get("vocab_size", 8000))
         every = [p for ps in pairs.values() for p in ps]  # a char alphabet covers val/test characters too
@@ -174,14 +188,27 @@ class ParallelData(L.LightningDataModule):
 
     def encode(self, pairs: list[Pair], split: str) -> list[tuple[list[int], list[int], str]]:
         """Token ids of each pair, without pairs longer than data.max_src_len / data.max_tgt_len tokens."""
-        src = encode_all(self.src_tok, [s for s, _ in pairs])
-        tgt = encode_all(self.tgt_tok, [t for _, t in pairs])
+        src = self.encode_side(self.src_tok, [s for s, _ in pairs], "source")
+        tgt = self.encode_side(self.tgt_tok, [t for _, t in pairs], "target")
         max_src, max_tgt = int(self.cfg.get("max_src_len", 256)), int(self.cfg.get("max_tgt_len", 256))
         kept = [(s, t, p[1]) for s, t, p in zip(src, tgt, pairs) if 0 < len(s) <= max_src and 0 < len(t) <= max_tgt]
         if len(kept) < len(pairs):
             print(f"{self.cfg.get('name', 'data')}: {split}: dropped {len(pairs) - len(kept)} of {len(pairs)} pairs "
                   f"longer than max_src_len={max_src} / max_tgt_len={max_tgt} tokens")
         return kept
+
+    def encode_side(self, tok: Tokenizer, texts: list[str], side: str) -> list[list[int]]:
+        try:
+            return encode_all(tok, texts)
+        except Exception as e:  # noqa: BLE001 - a given tokenizer that lacks characters of the data
+            text = "\n".join(texts)
+            missing = tok.missing(sorted(set().union(*texts)))
+            why = (describe_missing(missing, text, f"of the {side} sentences") if missing
+                   else f"the {side} sentences: {first_line(e)}")
+            path = (self.cfg.get("tokenizer") or {}).get("path")
+            where = f"data.tokenizer.path: {path}" if path else "data.tokenizer"
+            raise ConfigError(f"{where} cannot encode {why}; give a tokenizer that covers them, or leave "
+                              "data.tokenizer.path unset to train one on this data") from None
 
     def model_sizes(self) -> dict[str, int]:
         """Values for `auto` model variables."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from builder.errors import ConfigError
-from builder.tokenizer import Tokenizer, train_tokenizer
+from builder.errors import ConfigError, suggest
+from builder.tokenizer import Tokenizer, describe_missing, first_line, train_tokenizer
 
 IGNORE = -100  # cross_entropy's ignore_index
 
@@ -47,12 +48,14 @@ def find_path(path: str) -> Path:
 
 
 def read_file(file: Path) -> str:
+    """The file's text without a leading byte-order mark, with Windows line ends ("\\r\\n") as "\\n"."""
     data = file.read_bytes()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"data.path: {file} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} "
                           f"({e.reason})") from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
 def read_corpus(cfg: dict[str, Any]) -> str:
@@ -71,24 +74,70 @@ def read_corpus(cfg: dict[str, Any]) -> str:
     return text
 
 
-def read_hf_dataset(spec: dict[str, Any]) -> str:
+HF_KEYS = ("path", "name", "split", "column")
+TEXT_TYPES = ("string", "large_string")
+
+
+def read_hf_dataset(spec: Any) -> str:
     """`datasets` is imported only here: {path: a name or a save_to_disk directory, name, split, column}."""
+    if not isinstance(spec, dict) or not spec.get("path"):
+        raise ConfigError(f"data.hf_dataset: expected {{path: NAME_OR_DIR, name: null, split: train, column: text}}, "
+                          f"got {spec!r}")
+    unknown = [k for k in spec if k not in HF_KEYS]
+    if unknown:
+        raise ConfigError([f"data.hf_dataset.{k}: no such key{suggest(k, HF_KEYS)}; the keys are {', '.join(HF_KEYS)}"
+                           for k in unknown])
     try:
         import datasets
     except ImportError:
         raise ConfigError("data.hf_dataset: needs the `datasets` package (pip install datasets)") from None
-    path, split, column = spec["path"], spec.get("split", "train"), spec.get("column", "text")
-    if Path(path).is_dir() and (Path(path) / "dataset_info.json").is_file():
-        ds = datasets.load_from_disk(path)  # written by Dataset.save_to_disk
-        ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+    path, split, column = spec["path"], spec.get("split") or "train", spec.get("column") or "text"
+    local = Path(path).expanduser()
+    if local.is_dir() and any((local / f).is_file() for f in ("dataset_info.json", "dataset_dict.json")):
+        ds = datasets.load_from_disk(str(local))  # written by Dataset.save_to_disk or DatasetDict.save_to_disk
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ConfigError(f"data.hf_dataset.split: no split '{split}' in {path}{suggest(split, ds)}; "
+                                  f"it has {', '.join(ds)}")
+            ds = ds[split]
+        elif spec.get("split") and ds.split is not None and str(ds.split) != split:
+            raise ConfigError(f"data.hf_dataset.split: {path} holds the single split '{ds.split}', not '{split}'")
     else:
-        ds = datasets.load_dataset(path, spec.get("name"), split=split)
+        ds = load_hub_dataset(datasets, path, spec.get("name"), split)
     if column not in ds.column_names:
-        raise ConfigError(f"data.hf_dataset.column: no column '{column}'; the data set has {', '.join(ds.column_names)}")
-    text = "\n\n".join(ds[column])
+        raise ConfigError(f"data.hf_dataset.column: no column '{column}'{suggest(column, ds.column_names)}; "
+                          f"the data set has {', '.join(ds.column_names)}")
+    kinds = {c: getattr(f, "dtype", None) or type(f).__name__ for c, f in ds.features.items()}
+    if kinds[column] not in TEXT_TYPES:
+        texts = [c for c, k in kinds.items() if k in TEXT_TYPES]
+        others = (f"the text columns are {', '.join(texts)}" if texts else
+                  "no column holds text (" + ", ".join(f"{c}: {k}" for c, k in kinds.items()) + ")")
+        raise ConfigError(f"data.hf_dataset.column: column '{column}' holds {kinds[column]}, not text; {others}")
+    rows = list(ds[column])
+    nulls = sum(r is None for r in rows)
+    if nulls:
+        raise ConfigError(f"data.hf_dataset.column: {nulls} of {len(ds)} rows of column '{column}' are null; "
+                          "drop them from the data set (Dataset.filter) first")
+    text = "\n\n".join(rows)
     if not text.strip():
         raise ConfigError(f"data.hf_dataset: column '{column}' of {path} is empty")
     return text
+
+
+def load_hub_dataset(datasets: Any, path: str, name: str | None, split: str) -> Any:
+    """datasets.load_dataset, with an unknown split, configuration or data set as one line."""
+    try:
+        return datasets.load_dataset(path, name, split=split)
+    except ValueError as e:
+        found = re.search(r"Unknown split \"(.*?)\"\. Should be one of \[(.*)\]", str(e))
+        if found:
+            names = re.findall(r"'([^']*)'", found.group(2))
+            raise ConfigError(f"data.hf_dataset.split: no split '{split}' in {path}{suggest(split, names)}; "
+                              f"it has {', '.join(names)}") from None
+        key = "data.hf_dataset.name" if "BuilderConfig" in str(e) or "config name" in str(e) else "data.hf_dataset"
+        raise ConfigError(f"{key}: cannot load {path}: {first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - not found, no network, a broken script: one line, not a traceback
+        raise ConfigError(f"data.hf_dataset.path: cannot load {path}: {first_line(e)}") from None
 
 
 def digest(*parts: str) -> str:
@@ -169,6 +218,8 @@ class TextData(L.LightningDataModule):
         self.cache_dir = Path(cfg.get("cache_dir") or "outputs/cache/text").expanduser()
         self.text: str | None = None
         self.tokenizer: Tokenizer | None = None
+        self.given: str | None = None  # where a tokenizer not trained on this text came from, for errors
+        self.remedy = ""  # what to do when it cannot encode the text
         self.train_ids = self.val_ids = None
 
     # --- corpus and tokenizer (needed before the model exists: vocab_size) ------------------------------
@@ -183,6 +234,7 @@ class TextData(L.LightningDataModule):
     def use_tokenizer(self, tokenizer: Tokenizer | str) -> None:
         """Encode with this tokenizer (a checkpoint's) instead of training or loading one."""
         self.tokenizer = Tokenizer.from_str(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        self.given, self.remedy = "data.path: the model's tokenizer", "evaluate on text written in its alphabet"
 
     def get_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
@@ -190,8 +242,11 @@ class TextData(L.LightningDataModule):
             if spec.get("path"):
                 try:
                     self.tokenizer = Tokenizer.load(spec["path"])
-                except FileNotFoundError as e:
+                except (FileNotFoundError, ValueError) as e:
                     raise ConfigError(f"data.tokenizer.path: {e}") from None
+                self.given = f"data.tokenizer.path: {spec['path']}"
+                self.remedy = ("give a tokenizer that covers them (a byte-level BPE covers every character), leave "
+                               "data.tokenizer.path unset to train one on this text, or remove them from the data")
             else:
                 self.tokenizer = self.trained_tokenizer(spec.get("kind", "char"), int(spec.get("vocab_size", 4096)))
         return self.tokenizer
@@ -210,7 +265,16 @@ class TextData(L.LightningDataModule):
         return tok
 
     def model_sizes(self) -> dict[str, int]:
+        self.setup()  # the corpus is tokenized now, so a text the tokenizer cannot encode fails before training
         return {"vocab_size": self.get_tokenizer().vocab_size}
+
+    def check_alphabet(self, tok: Tokenizer) -> None:
+        """A tokenizer not trained on this text must encode each of its characters."""
+        missing = tok.missing(sorted(set(self.text)))
+        if not missing:
+            return
+        raise ConfigError(f"{self.given} cannot encode {describe_missing(missing, self.text, 'of the corpus')}; "
+                          f"{self.remedy}")
 
     # --- token arrays and loaders ------------------------------------------------------------------------
 
@@ -221,11 +285,16 @@ class TextData(L.LightningDataModule):
         train, val = self.corpus()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         key = f"{self.text_key}-{self.cut}-{digest(tok.to_str())}"
+        files = self.cache_dir / f"{key}.train.bin", self.cache_dir / f"{key}.val.bin"
+        if self.given and not all(f.is_file() for f in files):  # cached arrays were checked when written
+            self.check_alphabet(tok)
         try:
-            self.train_ids = encode_to_file(tok, train, self.cache_dir / f"{key}.train.bin")
-            self.val_ids = encode_to_file(tok, val, self.cache_dir / f"{key}.val.bin")
-        except ValueError as e:  # a character the (given) tokenizer does not know
-            raise ConfigError(f"data.tokenizer: cannot encode the corpus: {e}") from None
+            self.train_ids = encode_to_file(tok, train, files[0])
+            self.val_ids = encode_to_file(tok, val, files[1])
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises bare Exceptions
+            raise ConfigError(f"{self.given or 'data.tokenizer'} cannot encode the corpus: {first_line(e)}") from None
         for split, ids in (("training", self.train_ids), ("validation", self.val_ids)):
             if len(ids) < self.block_size + 1:
                 raise ConfigError(f"data: the {split} split has {len(ids)} tokens, fewer than one window of "
