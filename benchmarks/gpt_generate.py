@@ -1,9 +1,9 @@
-"""KV-cached greedy generation speed: the config-built GPT (builder.generation) against transformers'
+"""KV-cached greedy generation speed: the config-built GPT (builder.serve.generation) against transformers'
 GPT2LMHeadModel.generate, with the same weights, batch 1, 6/6/384, block 256, a 32-token prompt, 200 new tokens.
 
     python benchmarks/gpt_generate.py [--rounds 7]
 
-Interleaved rounds, medians. Also reports ours with aten's linear layers (builder/cpu_linear.py off) and
+Interleaved rounds, medians. Also reports ours with aten's linear layers (builder/graph/cpu_linear.py off) and
 without the cache, and whether all produced the same tokens.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ def models():
     import transformers
 
     from builder.config import compose, resolve
-    from builder.graph import build_model
-    from builder.hf_gpt2 import to_hf
+    from builder.graph.build import build_model
+    from builder.serve.hf_gpt2 import to_hf
     torch.manual_seed(0)
     cfg = compose(["model=gpt", f"model.vocab_size={VOCAB}", f"model.block_size={T}", f"model.n_layer={L}",
                    f"model.n_head={H}", f"model.d_model={C}"])
@@ -48,8 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from builder import cpu_linear
-    from builder.generation import decode, lm_step
+    from builder.graph import cpu_linear
+    from builder.serve.generation import decode, lm_step
     ours, hf = models()
     prompt = torch.randint(0, VOCAB, (1, PROMPT), generator=torch.Generator().manual_seed(0))
 

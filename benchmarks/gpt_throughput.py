@@ -4,9 +4,9 @@
     python benchmarks/gpt_throughput.py [--rounds 3] [--sizes small,medium]
 
 Each step: forward, next-token cross-entropy, backward, gradient clipping at 1.0, AdamW step (the same
-optimiser and parameter groups, from builder.optim, for all three). Ours runs through the language-model
+optimiser and parameter groups, from builder.train.optim, for all three). Ours runs through the language-model
 task's `step` (what its Lightning training_step calls); `ours+lightning` times whole Trainer.fit steps;
-`ours (aten linear)` is ours with the oneDNN linear path (builder/cpu_linear.py) off.
+`ours (aten linear)` is ours with the oneDNN linear path (builder/graph/cpu_linear.py) off.
 Medians of the rounds; each round times every model once, so a busy moment hits them alike.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ OPTIM = {"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "beta
 
 def run_config(L: int, H: int, C: int, T: int, B: int) -> dict:
     from builder.config import compose
-    from builder.prepare import prepare_model_config
+    from builder.graph.prepare import prepare_model_config
     from omegaconf import OmegaConf
     cfg = compose(["experiment=gpt_char", f"model.n_layer={L}", f"model.n_head={H}", f"model.d_model={C}",
                    f"model.block_size={T}", f"data.batch_size={B}"])
@@ -47,16 +47,16 @@ def run_config(L: int, H: int, C: int, T: int, B: int) -> dict:
 
 
 def ours(L, H, C, T, B):
-    from builder.graph import build_model
-    from builder.tasks.language_model import LanguageModelTask
+    from builder.graph.build import build_model
+    from builder.train.tasks.language_model import LanguageModelTask
     cfg = run_config(L, H, C, T, B)
     task = LanguageModelTask(build_model(cfg["model"]), cfg)
     return task.model, lambda x, y: task.step((x, y))[0]
 
 
 def ours_aten(L, H, C, T, B):
-    """Ours with every linear layer on aten's path (builder.cpu_linear off): what the oneDNN path adds."""
-    from builder import cpu_linear
+    """Ours with every linear layer on aten's path (builder.graph.cpu_linear off): what the oneDNN path adds."""
+    from builder.graph import cpu_linear
     model, loss = ours(L, H, C, T, B)
 
     def aten_loss(x, y):
@@ -81,7 +81,7 @@ def hf(L, H, C, T, B):
 
 def tokens_per_s(make, size: tuple, batches: list) -> float:
     """Tokens/s over the timed steps, after two untimed warm-up steps."""
-    from builder.optim import build_optimizer
+    from builder.train.optim import build_optimizer
     torch.manual_seed(0)
     model, loss_fn = make(*size[:5])
     model.train()
@@ -102,8 +102,8 @@ def lightning_tokens_per_s(size: tuple, batches: list) -> float:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from builder.graph import build_model
-    from builder.tasks.language_model import LanguageModelTask
+    from builder.graph.build import build_model
+    from builder.train.tasks.language_model import LanguageModelTask
 
     class Clock(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, i):

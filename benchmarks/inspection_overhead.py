@@ -25,7 +25,7 @@ def make_variant(mode: str):
         model, loss_fn = ours(L, H, C, T, B)
         attention = [m for m in model.modules() if hasattr(m, "capture")]
         if mode == "after_inspection":
-            from builder.attention_maps import capture_attention
+            from builder.graph.attention import capture_attention
             capture_attention(model, lambda: model(torch.randint(0, VOCAB, (1, T))))
         if mode == "capture_on":
             for m in attention:

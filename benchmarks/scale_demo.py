@@ -48,7 +48,7 @@ def run_dirs() -> set[Path]:
 
 
 def last_value(run_dir: Path, key: str) -> float:
-    from builder.metrics_csv import read_metrics
+    from builder.train.metrics_csv import read_metrics
     return [r[key] for r in read_metrics(run_dir / "metrics.csv") if key in r][-1]
 
 

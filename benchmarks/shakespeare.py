@@ -25,7 +25,7 @@ NANOGPT = {"val_loss": 1.886, "seconds": 143.0}
 
 
 def run(seed: int, extra: list[str], root: Path) -> dict:
-    from builder.metrics_csv import read_metrics
+    from builder.train.metrics_csv import read_metrics
     run_dir = root / f"seed{seed}"
     cmd = [sys.executable, "-m", "builder.cli.train", "experiment=gpt_shakespeare_char_cpu", f"seed={seed}",
            f"run_dir={run_dir}", "trainer.enable_progress_bar=false", *extra]

@@ -44,10 +44,10 @@ def train(seed: int, run_dir: Path, extra: list[str]) -> float:
 
 def test(run_dir: Path) -> dict[str, float]:
     """Greedy translations of the test split with the best checkpoint: exact match, chrF, BLEU."""
-    from builder.checkpoint import load
-    from builder.data.numbers import NumbersData
-    from builder.tasks.seq2seq import text_metrics
-    from builder.translation import Translator
+    from builder.serve.checkpoint import load
+    from builder.train.data.numbers import NumbersData
+    from builder.train.tasks.seq2seq import text_metrics
+    from builder.serve.translation import Translator
     model = Translator(load(run_dir))
     sources, refs = zip(*NumbersData(model.config["data"]).read_pairs()["test"])  # fixed by data.seed
     start = time.perf_counter()
@@ -64,7 +64,7 @@ def by_digits(model, per_length: int = 300) -> dict[int, float]:
     training numbers, so this checks that they are learnt, not that they generalise."""
     import random
 
-    from builder.data.numbers import english, german
+    from builder.train.data.numbers import english, german
     rng, out = random.Random(1234), {}
     for d in range(1, 7):
         lo, hi = (0 if d == 1 else 10 ** (d - 1)), 10 ** d

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from builder.registry import block
+from builder.graph.registry import block
 
 
 @block("relu")

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from builder.cpu_linear import Linear
-from builder.registry import block
+from builder.graph.cpu_linear import Linear
+from builder.graph.registry import block
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from builder.registry import block
+from builder.graph.registry import block
 
 
 @block("token_embedding")

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from blocks.activations import ACTIVATIONS
-from builder.cpu_linear import Linear
-from builder.registry import block
+from builder.graph.cpu_linear import Linear
+from builder.graph.registry import block
 
 
 @block("feed_forward")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from builder.cpu_linear import Linear as CPULinear
-from builder.registry import block
+from builder.graph.cpu_linear import Linear as CPULinear
+from builder.graph.registry import block
 
 
 @block("linear")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from builder.registry import block
+from builder.graph.registry import block
 
 
 @block("layer_norm")

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from builder.registry import block
+from builder.graph.registry import block
 
 
 @block("add")

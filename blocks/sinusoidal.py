@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from blocks.embedding import positions
-from builder.registry import block
+from builder.graph.registry import block
 
 
 def sinusoid_table(max_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:

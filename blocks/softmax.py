@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from builder.registry import block
+from builder.graph.registry import block
 
 
 @block("softmax")

@@ -37,7 +37,7 @@ def compose():
 @pytest.fixture(scope="session")
 def train_tiny(compose, tmp_path_factory):
     """train_tiny(overrides) -> (run_dir, monitored value): an in-process run in a fresh directory."""
-    from builder.train import train
+    from builder.train.run import train
 
     def run(overrides: list[str] | tuple[str, ...] = ()):
         run_dir = tmp_path_factory.mktemp("run")

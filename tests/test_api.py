@@ -28,7 +28,7 @@ def refused(call, *args, **kwargs) -> str:
 
 def short_run(compose, tmp_path_factory, name, overrides, steps):
     """A run of `steps` training steps (enough to load and decode; these tests check inputs, not quality)."""
-    from builder.train import train
+    from builder.train.run import train
     run_dir = tmp_path_factory.mktemp(name)
     keep = [o for o in overrides if not o.startswith(("trainer.max_steps=", "trainer.val_check_interval="))]
     overrides = [*keep, f"run_dir={run_dir}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}"]

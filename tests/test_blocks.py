@@ -16,7 +16,7 @@ from blocks.input_norm import InputNorm
 from blocks.residual import AddNorm, add
 from blocks.sinusoidal import SinusoidalPosition
 from blocks.softmax import softmax
-from builder import registry
+from builder.graph import registry
 
 torch.manual_seed(0)
 ATOL = 1e-5

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import builder
-from builder.checkpoint import CheckpointError, locate
+from builder.serve.checkpoint import CheckpointError, locate
 from builder.errors import ConfigError
 
 PLAIN = (dict, list, tuple, str, int, float, bool, type(None), torch.Tensor)

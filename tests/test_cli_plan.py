@@ -76,7 +76,7 @@ def stored_run(tmp_path_factory):
     from omegaconf import OmegaConf
 
     from builder.config import register_resolvers
-    from builder.prepare import prepare_model_config
+    from builder.graph.prepare import prepare_model_config
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=gpt_char", "model.n_layer=1", "model.n_head=2",

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from builder import cpu_linear
-from builder.cpu_linear import Linear, applies
+from builder.graph import cpu_linear
+from builder.graph.cpu_linear import Linear, applies
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.ENABLED, reason="this torch build has no working oneDNN linear")
 
@@ -93,13 +93,13 @@ def test_compiled_module_matches_eager():
 
 def test_unknown_backend_is_refused_by_name():
     env = dict(os.environ, BUILDER_LINEAR="onednnn")
-    run = subprocess.run([sys.executable, "-c", "import builder.cpu_linear"], env=env, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-c", "import builder.graph.cpu_linear"], env=env, capture_output=True, text=True)
     assert run.returncode != 0
     assert "BUILDER_LINEAR='onednnn' is not a linear backend; choose one of onednn, aten" in run.stderr
 
 
 def test_aten_backend_switches_the_path_off():
     env = dict(os.environ, BUILDER_LINEAR="aten")
-    code = "import builder.cpu_linear as c; print(c.ENABLED)"
+    code = "import builder.graph.cpu_linear as c; print(c.ENABLED)"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"

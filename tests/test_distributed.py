@@ -4,8 +4,8 @@ same weights as an uninterrupted one, and the checkpoints serve every command. A
 B equal one process with batch N*B, two nodes through the environment, and a stuck rank that fails in one
 line within the process-group timeout instead of hanging.
 
-Runs that need no killing go in-process (the test process is rank 0; builder.distributed starts rank 1 as
-`python -m builder.distributed`), which saves one Lightning import per run; runs that die are subprocesses.
+Runs that need no killing go in-process (the test process is rank 0; builder.train.distributed starts rank 1 as
+`python -m builder.train.distributed`), which saves one Lightning import per run; runs that die are subprocesses.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from builder.metrics_csv import read_metrics
+from builder.train.metrics_csv import read_metrics
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
          "trainer.max_epochs=-1", "trainer.max_steps=6", "trainer.val_check_interval=2",
@@ -40,7 +40,7 @@ import os, signal, sys
 from lightning.pytorch.callbacks import Callback
 from builder.config import compose
 from builder.errors import friendly_errors
-from builder.train import train
+from builder.train.run import train
 
 class KillAt(Callback):
     def on_train_batch_end(self, trainer, *args):
@@ -71,7 +71,7 @@ def assert_same_weights(a, b, atol):
 
 def kill_and_resume(cli_env, compose, overrides, run, extra_env=None):
     """Start a run that SIGKILLs itself (and its rank 1) at KILL_AT, then resume it in-process to the end."""
-    from builder.train import train
+    from builder.train.run import train
     run.parent.mkdir(parents=True, exist_ok=True)
     env = {**cli_env.env, "KILL_AT": str(KILL_AT), **(extra_env or {})}
     r = subprocess.run([cli_env.python, "-c", KILLER, *overrides, f"run_dir={run.name}"], capture_output=True,
@@ -86,7 +86,7 @@ def kill_and_resume(cli_env, compose, overrides, run, extra_env=None):
 @pytest.fixture(scope="module")
 def single(compose, tmp_path_factory):
     """One process with the global batch of two: the reference for N processes = one process."""
-    from builder.train import train
+    from builder.train.run import train
     runs = {}
     for task in ("lm", "toy"):
         run = tmp_path_factory.mktemp(f"single_{task}")
@@ -98,7 +98,7 @@ def single(compose, tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(compose, tmp_path_factory):
     """uninterrupted(strategy, task) -> the run directory of a 2-process run, trained once per module."""
-    from builder.train import train
+    from builder.train.run import train
     runs = {}
 
     def get(strategy, task):
@@ -205,7 +205,7 @@ import os, signal, sys
 from lightning.pytorch.callbacks import Callback
 from builder.config import compose
 from builder.errors import friendly_errors
-from builder.train import train
+from builder.train.run import train
 
 class StopRankOneAt(Callback):  # rank 1 freezes, as a process stuck in a driver or swapped out would
     def on_train_batch_end(self, trainer, *args):
@@ -243,7 +243,7 @@ def test_a_stuck_rank_fails_within_the_timeout_in_one_line(cli_env, tmp_path, tm
 @pytest.mark.parametrize("n_train", [233, 225])  # the last global batch of 32: 9 rows (5 + 4), 1 row (1 + none)
 def test_an_epoch_on_two_processes_equals_one_process(n_train, compose, tmp_path):
     """Epoch-based: the last partial batch is split across ranks and weighted, not dropped."""
-    from builder.train import train
+    from builder.train.run import train
     base = [*TASKS["toy"], *QUIET[:3], "trainer.max_epochs=1", f"data.n_train={n_train}"]
     one, two = tmp_path / "one", tmp_path / "two"
     train(compose([*base, "data.batch_size=32", f"run_dir={one}"]))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from builder.config import compose, resolve
-from builder.decoding import DecodeState
-from builder.generation import decode, filter_logits, lm_step
-from builder.graph import build_model
+from builder.graph.decoding import DecodeState
+from builder.serve.generation import decode, filter_logits, lm_step
+from builder.graph.build import build_model
 
 
 def chain_step(table):

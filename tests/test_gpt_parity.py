@@ -6,8 +6,8 @@ import torch
 
 from builder.config import compose, resolve
 from builder.errors import ConfigError
-from builder.graph import build_model
-from builder.hf_gpt2 import from_hf, load_gpt2_dir, model_config, to_hf
+from builder.graph.build import build_model
+from builder.serve.hf_gpt2 import from_hf, load_gpt2_dir, model_config, to_hf
 
 transformers = pytest.importorskip("transformers")
 

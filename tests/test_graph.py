@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from builder.config import register_resolvers
 from builder.errors import ConfigError
-from builder.graph import build_model, check_structure
+from builder.graph.build import build_model, check_structure
 
 ROOT = Path(__file__).resolve().parent.parent
 register_resolvers()
@@ -120,8 +120,8 @@ def test_broken_interpolation_is_reported_with_its_path():
 # ---------------------------------------------------------------- shapes, before any allocation
 
 def test_shape_mismatch_is_caught_before_any_weight_is_allocated(monkeypatch):
-    import builder.assemble
-    monkeypatch.setattr(builder.assemble.GraphModel, "__init__", lambda *a, **k: pytest.fail("allocated"))
+    import builder.graph.assemble
+    monkeypatch.setattr(builder.graph.assemble.GraphModel, "__init__", lambda *a, **k: pytest.fail("allocated"))
     found = problems(graph({
         "a": {"block": "linear", "in": "x", "in_features": 4, "out_features": 512},
         "b": {"block": "linear", "in": "x", "in_features": 4, "out_features": 256},
@@ -249,7 +249,7 @@ def test_missing_import_module_is_a_config_error():
 def test_entry_point_group_registers_blocks(tmp_path, monkeypatch):
     import importlib.metadata as md
 
-    from builder import registry
+    from builder.graph import registry
     (tmp_path / "ep_blocks.py").write_text(
         "from builder import block\n\n@block('negate')\ndef negate(x):\n    '''Flip the sign.'''\n    return -x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -260,7 +260,7 @@ def test_entry_point_group_registers_blocks(tmp_path, monkeypatch):
 
 
 def test_a_user_block_cannot_take_a_builtin_name():
-    from builder import registry
+    from builder.graph import registry
     with pytest.raises(registry.RegistryError, match="block 'relu' is registered twice"):
         @registry.block("relu")
         def my_relu(x):

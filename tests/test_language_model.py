@@ -16,7 +16,7 @@ TINY_GPT = ["experiment=gpt_char", "model.n_layer=1", "model.n_head=2", "model.d
 
 @pytest.fixture(scope="module")
 def lm_run(compose, tmp_path_factory):
-    from builder.train import train
+    from builder.train.run import train
     run_dir = tmp_path_factory.mktemp("lm_run")
     overrides = [*TINY_GPT, f"run_dir={run_dir}", f"data.cache_dir={run_dir.parent / 'text_cache'}",
                  "trainer.max_steps=80", "trainer.val_check_interval=40"]
@@ -27,7 +27,7 @@ def lm_run(compose, tmp_path_factory):
 
 
 def test_loss_falls_and_metrics_are_logged(lm_run):
-    from builder.metrics_csv import read_metrics
+    from builder.train.metrics_csv import read_metrics
     rows = read_metrics(lm_run.dir / "metrics.csv")
     train_loss = [r["train/loss"] for r in rows if "train/loss" in r]
     val = [r for r in rows if "val/loss" in r]
@@ -70,7 +70,7 @@ def test_generate_command_takes_the_prompt_verbatim(lm_run, cli_env):
 
 
 def test_compiled_model_trains_under_bf16_autocast(compose, tmp_path):
-    from builder.train import train  # torch.compile on CPU: about 20 s the first time, then cached by inductor
+    from builder.train.run import train  # torch.compile on CPU: about 20 s the first time, then cached by inductor
     overrides = [*TINY_GPT, f"run_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=3",
                  "trainer.val_check_interval=3", "data.max_val_windows=4", "task.sample_tokens=5", "compile=true",
                  "trainer.precision=bf16-mixed"]
@@ -96,7 +96,7 @@ def test_attention_command_colours_the_prompt_and_writes_one_png_per_layer(lm_ru
 
 def test_causal_attention_maps_are_distributions_with_nothing_above_the_diagonal(lm_run):
     import builder
-    from builder.attention_maps import capture_attention
+    from builder.graph.attention import capture_attention
     model = builder.load(lm_run.dir)
     idx = torch.tensor([model.prompt_ids("def f(x): return")])
     weights = capture_attention(model.model, lambda: model.model(idx))["layers.0.attn"][0]  # (H, T, T)

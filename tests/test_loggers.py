@@ -20,7 +20,7 @@ def test_group_selects_one_several_or_none(compose):
 
 
 def test_unknown_and_missing_loggers_are_one_line(tmp_path):
-    from builder.loggers import check_loggers, make_loggers
+    from builder.train.loggers import check_loggers, make_loggers
     assert check_loggers({"tensorbord": {}}) == [
         "logger.tensorbord: unknown logger; available: csv, tensorboard, wandb, mlflow "
         "(or a mapping with a Lightning logger's _target_)"]
@@ -31,7 +31,7 @@ def test_unknown_and_missing_loggers_are_one_line(tmp_path):
 
 
 def test_wandb_mode_auto(monkeypatch, tmp_path):
-    from builder.loggers import wandb_mode
+    from builder.train.loggers import wandb_mode
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
@@ -47,7 +47,7 @@ def test_wandb_mode_auto(monkeypatch, tmp_path):
 def test_tensorboard_and_offline_wandb_files_and_resume(compose, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from builder.train import train
+    from builder.train.run import train
     for var in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))

@@ -1,7 +1,7 @@
 """The built-in number data: English and German word forms, and fixed, disjoint splits."""
 import pytest
 
-from builder.data.numbers import english, german, splits
+from builder.train.data.numbers import english, german, splits
 
 GERMAN = {
     0: "null", 1: "eins", 2: "zwei", 11: "elf", 12: "zwölf", 16: "sechzehn", 17: "siebzehn", 21: "einundzwanzig",

@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from builder.optim import WarmupCosine, build_optimizer, param_groups
-from builder.tasks.classification import classification_loss
+from builder.train.optim import WarmupCosine, build_optimizer, param_groups
+from builder.train.tasks.classification import classification_loss
 
 
 class TinyLM(nn.Module):
@@ -36,7 +36,7 @@ def test_decay_groups():
 
 
 def test_decay_groups_of_the_toy_mlp(compose):
-    from builder.graph import build_model
+    from builder.graph.build import build_model
     decay, no_decay = param_groups(build_model(compose([]).model), weight_decay=0.01)
     assert decay["names"] == ["graph.h.weight", "graph.logits.weight"]
     assert no_decay["names"] == ["graph.h.bias", "graph.logits.bias"]  # input_norm's mean/std are buffers
@@ -84,7 +84,7 @@ def test_losses():
 
 def test_unknown_loss_is_a_config_error(compose):
     from builder.errors import ConfigError
-    from builder.train import check
+    from builder.train.run import check
     with pytest.raises(ConfigError) as e:
         check(compose(["task.loss=mae", "task.name=classifer"]))
     assert "task.loss: unknown loss 'mae'" in str(e.value)
@@ -92,7 +92,7 @@ def test_unknown_loss_is_a_config_error(compose):
 
 
 def test_inverse_sqrt_schedule_is_the_papers():
-    from builder.optim import InverseSqrt
+    from builder.train.optim import InverseSqrt
     s = InverseSqrt(4000)
     assert s(0) == 1 / 4000 and s(3999) == 1.0
     assert s(15999) == pytest.approx(0.5)  # sqrt(4000 / 16000)

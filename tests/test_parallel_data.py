@@ -2,9 +2,9 @@
 direction, length filtering, teacher-forcing batches and length buckets."""
 import pytest
 
-from builder.data.parallel import BucketSampler, ParallelData, read_aligned, read_tsv
+from builder.train.data.parallel import BucketSampler, ParallelData, read_aligned, read_tsv
 from builder.errors import ConfigError
-from builder.translation import special_ids
+from builder.serve.translation import special_ids
 
 PAIRS = [("Go.", "Geh."), ("Hi.", "Hallo!"), ("Run!", "Lauf!"), ("Wow!", "Potzdonner!"), ("Fire!", "Feuer!"),
          ("Help!", "Hilfe!"), ("Stop!", "Stopp!"), ("Wait!", "Warte!"), ("I see.", "Aha."), ("Really?", "Echt?")]
@@ -103,7 +103,7 @@ def test_bucket_sampler_groups_lengths_and_reshuffles():
 
 
 def test_existing_tokenizer_file(tmp_path):
-    from builder.translation import tokenizers_to_str
+    from builder.serve.translation import tokenizers_to_str
     path = write_tsv(tmp_path / "deu.txt", PAIRS)
     first = data(train=path)
     (tmp_path / "tokenizer.json").write_text(tokenizers_to_str(first.src_tok, first.tgt_tok))
@@ -113,7 +113,7 @@ def test_existing_tokenizer_file(tmp_path):
 
 
 def test_numbers_preset_trains_on_a_users_tsv_given_as_data_path(tmp_path):
-    from builder.data.numbers import NumbersData
+    from builder.train.data.numbers import NumbersData
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("".join(f"cat {i}\tKatze {i}\n" for i in range(30)))
     data = NumbersData({"name": "numbers", "path": str(tsv), "n_val": 5, "n_test": 5, "seed": 0,

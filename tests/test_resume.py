@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from builder.checkpoint import CheckpointError
-from builder.metrics_csv import read_metrics
+from builder.serve.checkpoint import CheckpointError
+from builder.train.metrics_csv import read_metrics
 
 # checkpoints at steps 5, 8 (after validation) and 10; the run dies at step 13, mid-epoch, and is resumed
 STEPS = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
@@ -24,7 +24,7 @@ KILLER = """
 import os, signal, sys
 from lightning.pytorch.callbacks import Callback
 from builder.config import compose
-from builder.train import train
+from builder.train.run import train
 
 class KillAt(Callback):
     def on_train_batch_end(self, trainer, *args):
@@ -54,7 +54,7 @@ def assert_same_run(full, resumed):
 
 def test_killed_gpt_run_resumes_to_the_same_weights(compose, cli_env, tmp_path):
     """SIGKILL mid-epoch; dropout on: the generator states and the data stream must both resume exactly."""
-    from builder.train import train
+    from builder.train.run import train
     base = [*GPT, f"data.cache_dir={tmp_path / 'cache'}"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     r = subprocess.run([cli_env.python, "-c", KILLER, *base, f"run_dir={killed}"], capture_output=True,
@@ -72,7 +72,7 @@ def test_killed_gpt_run_resumes_to_the_same_weights(compose, cli_env, tmp_path):
 def test_crashed_toy_run_resumes_to_the_same_weights(compose, tmp_path):
     from lightning.pytorch.callbacks import Callback
 
-    from builder.train import train
+    from builder.train.run import train
 
     class CrashAt(Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -90,7 +90,7 @@ def test_crashed_toy_run_resumes_to_the_same_weights(compose, tmp_path):
 
 def test_extending_a_finished_run_equals_the_longer_run(compose, tmp_path):
     """resume=RUN trainer.max_steps=40 after 20 steps: the decay follows the new length, as if run at once."""
-    from builder.train import train
+    from builder.train.run import train
     base = [*TOY[:-len(STEPS) - 1], "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "trainer.log_every_n_steps=1"]
     short, long_ = tmp_path / "short", tmp_path / "long"
@@ -104,7 +104,7 @@ def test_extending_a_finished_run_equals_the_longer_run(compose, tmp_path):
 
 
 def test_atomic_save_keeps_the_old_file(tmp_path, monkeypatch):
-    import builder.safety as safety
+    import builder.train.safety as safety
     target = tmp_path / "last.ckpt"
     safety.atomic_torch_save({"step": 1}, target)
 
@@ -123,14 +123,14 @@ def test_atomic_save_keeps_the_old_file(tmp_path, monkeypatch):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path):
     from lightning.pytorch.callbacks import Callback
 
-    from builder.safety import NonFiniteLoss
+    from builder.train.safety import NonFiniteLoss
 
     class PoisonAt(Callback):  # a weight turns NaN before step 8: its loss is the first non-finite one
         def on_train_batch_start(self, trainer, pl_module, *args):
             if trainer.global_step == 7:
                 next(pl_module.parameters()).data.fill_(float("nan"))
 
-    from builder.train import train
+    from builder.train.run import train
     run_dir = tmp_path / "nan_run"
     overrides = ["experiment=toy_classifier", "trainer.enable_progress_bar=false", "data.bayes_samples=0",
                  "trainer.enable_model_summary=false", "trainer.max_steps=20", "ckpt_every_n_steps=5",
@@ -147,7 +147,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path):
 def test_resume_refuses_a_changed_model_and_a_truncated_file(toy_run, compose, tmp_path):
     import shutil
 
-    from builder.train import train
+    from builder.train.run import train
     run = tmp_path / "copy"
     shutil.copytree(toy_run.dir, run)
     base = ["experiment=toy_classifier", "data.bayes_samples=0", f"run_dir={run}", f"resume={run}"]
@@ -161,7 +161,7 @@ def test_resume_refuses_a_changed_model_and_a_truncated_file(toy_run, compose, t
 
 
 def test_resume_auto_continues_only_a_run_with_a_checkpoint(tmp_path):
-    from builder.rundir import effective_resume
+    from builder.train.rundir import effective_resume
     cfg = OmegaConf.create({"resume": "auto"})
     assert effective_resume(cfg, tmp_path) is None  # a first start
     (tmp_path / "checkpoints").mkdir()
@@ -170,8 +170,8 @@ def test_resume_auto_continues_only_a_run_with_a_checkpoint(tmp_path):
 
 
 def test_resume_reuses_the_original_command_line(tmp_path):
-    from builder.resume import with_original_overrides
-    from builder.rundir import point_latest, resume_dir
+    from builder.train.resume import with_original_overrides
+    from builder.train.rundir import point_latest, resume_dir
     run = tmp_path / "outputs" / "2025-01-01" / "12-00-00"
     run.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(["experiment=gpt_char", "trainer.max_steps=100", "run_dir=x"]),
@@ -194,7 +194,7 @@ SEQUENCE = ["experiment=gpt_char", "trainer.val_check_interval=2", "data.max_val
 @pytest.mark.parametrize("lr, stop, best_step", [(0.3, 8, 8), (0.03, 4, 12)], ids=["better-then-worse",
                                                                                  "worse-then-better"])
 def test_best_checkpoint_after_a_resume_is_the_uninterrupted_runs(lr, stop, best_step, compose, tmp_path):
-    from builder.train import train
+    from builder.train.run import train
     base = [*SEQUENCE, f"optim.lr={lr}", f"data.cache_dir={tmp_path / 'cache'}"]
     full, split = tmp_path / "full", tmp_path / "split"
     train(compose([*base, f"run_dir={full}"]))
@@ -211,8 +211,8 @@ def test_best_checkpoint_after_a_resume_is_the_uninterrupted_runs(lr, stop, best
 
 def test_a_resume_applies_a_new_schedule_and_records_it(compose, tmp_path):
     """resume with a new lr and length = the run trained with the new schedule from the resumed step on."""
-    from builder.optim import WarmupCosine
-    from builder.train import train
+    from builder.train.optim import WarmupCosine
+    from builder.train.run import train
     base = [*TOY[:-len(STEPS) - 1], *STEPS[:3], "optim.warmup_steps=0"]
     run = tmp_path / "run"
     first, more = [*base, "trainer.max_steps=10", f"run_dir={run}"], ["trainer.max_steps=20", "optim.lr=0.5"]
@@ -229,7 +229,7 @@ def test_a_resume_applies_a_new_schedule_and_records_it(compose, tmp_path):
 def test_a_resume_refuses_what_it_cannot_apply_and_writes_nothing(compose, toy_run, tmp_path):
     import shutil
 
-    from builder.train import train
+    from builder.train.run import train
     run = tmp_path / "copy"
     shutil.copytree(toy_run.dir, run)
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -242,7 +242,7 @@ def test_a_resume_refuses_what_it_cannot_apply_and_writes_nothing(compose, toy_r
 
 
 def test_a_null_seed_is_drawn_recorded_and_kept_on_resume(compose, tmp_path):
-    from builder.train import train
+    from builder.train.run import train
     base = [*TOY[:-len(STEPS) - 1], *STEPS[:3], "seed=null", "trainer.max_steps=4"]
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
@@ -258,7 +258,7 @@ def test_the_progress_bar_counts_the_runs_optimizer_steps(compose, tmp_path):
     """Accumulation counts optimizer steps, and a resumed run's bar starts where the run stood."""
     from lightning.pytorch.callbacks import Callback
 
-    from builder.train import train
+    from builder.train.run import train
 
     class Seen(Callback):
         bars: list[tuple[float, float]] = []

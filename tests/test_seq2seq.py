@@ -15,7 +15,7 @@ TINY = ["experiment=transformer_tiny", "data.n_train=300", "data.n_val=40", "dat
 
 @pytest.fixture(scope="module")
 def run(compose, tmp_path_factory):
-    from builder.train import train
+    from builder.train.run import train
     run_dir = tmp_path_factory.mktemp("translate")
     overrides = [*TINY, f"run_dir={run_dir}"]
     train(compose(overrides), overrides=overrides)
@@ -55,8 +55,8 @@ def test_special_tokens_never_reach_the_text(run):
     """A model that predicts <s> at every position (as a briefly trained one does) translates to nothing,
     on every decoding path: greedy, beam search and the validation decodes."""
     import builder
-    from builder.tasks import task_class
-    from builder.translation import pad_batch, special_ids
+    from builder.train.tasks import task_class
+    from builder.serve.translation import pad_batch, special_ids
     model = builder.load(run)
     _, bos, _ = special_ids(model.tgt_tok)
 
@@ -78,9 +78,9 @@ def test_special_tokens_never_reach_the_text(run):
 def test_test_split_metrics(run):
     import lightning as L
 
-    from builder.checkpoint import load
-    from builder.data import datamodule
-    from builder.tasks import task_class
+    from builder.serve.checkpoint import load
+    from builder.train.data import datamodule
+    from builder.train.tasks import task_class
     loaded = load(run)
     task = task_class("seq2seq")(loaded.model, loaded.config)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -123,7 +123,7 @@ def test_trace_command_follows_a_translation(run, capsys):
 
 
 def test_attention_map_callback_draws_at_validation(compose, tmp_path):
-    from builder.train import train
+    from builder.train.run import train
     overrides = [*TINY, "trainer.max_steps=10", "trainer.val_check_interval=10", "attention_maps=true",
                  "logger=tensorboard", f"run_dir={tmp_path}"]
     train(compose(overrides), overrides=overrides)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from builder.data.text import TextData, chunks, default_text, find_path, validation_windows
+from builder.train.data.text import TextData, chunks, default_text, find_path, validation_windows
 from builder.errors import ConfigError
 
 LINES = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(60))
@@ -127,7 +127,7 @@ def test_hugging_face_dataset(tmp_path):
 ])
 def test_tokenizer_path_that_is_not_a_tokenizer(tmp_path, case, message):
     from builder.tokenizer import char_tokenizer
-    from builder.translation import tokenizers_to_str
+    from builder.serve.translation import tokenizers_to_str
     (tmp_path / "run").mkdir()
     write(tmp_path / "pair.json", tokenizers_to_str(char_tokenizer(LINES), char_tokenizer(LINES.upper())))
     write(tmp_path / "notes.txt", "not a tokenizer\n")
@@ -142,7 +142,7 @@ def test_given_tokenizer_missing_characters_is_found_before_training(tmp_path, c
     from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
 
     from builder.tokenizer import char_tokenizer
-    from builder.train import train
+    from builder.train.run import train
     corpus = write(tmp_path / "a.txt", LINES + "Zürich\n")
     char_tokenizer(LINES).save(tmp_path / "char.json")  # lacks 'Z' and 'ü'
     run_dir = tmp_path / "run"

@@ -5,8 +5,8 @@ import json
 
 import torch
 
-from builder.graph import build_model
-from builder.trace import format_steps, trace
+from builder.graph.build import build_model
+from builder.graph.trace import format_steps, trace
 from tests.test_graph import TINY, model_cfg, readme_example
 
 

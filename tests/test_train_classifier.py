@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import builder
-from builder.metrics_csv import read_metrics
+from builder.train.metrics_csv import read_metrics
 
 EXAMPLES = [[32, 107, 56, 11.2], [241, 200, 4, 59.5], [255, 235, 59, 45.3]]  # leaf, flower, sunflower
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from builder.config import compose, resolve
-from builder.decoding import DecodeState
-from builder.graph import build_model
+from builder.graph.decoding import DecodeState
+from builder.graph.build import build_model
 
 D, H, FF, N_ENC, N_DEC, SRC_V, TGT_V = 16, 2, 32, 2, 3, 11, 13
 ATOL = 1e-5
@@ -119,8 +119,8 @@ def test_incremental_decoding_matches_full_forward():
 
 def decoded(model, use_cache=True, beam=None, eos=None, length_penalty=1.0, n=8):
     """Token ids after <s> (id 0) for the test batch's sources; `beam`: run beam_search with that many beams."""
-    from builder.generation import beam_search, decode
-    from builder.translation import new_state, seq2seq_step
+    from builder.serve.generation import beam_search, decode
+    from builder.serve.translation import new_state, seq2seq_step
     src, src_pad, _, _ = batch()
     prefix = torch.zeros(src.shape[0], 1, dtype=torch.long)  # (B, 1)
     if beam is None:

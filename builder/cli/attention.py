@@ -22,7 +22,7 @@ DEFAULT_OUT = Path("outputs") / "attention"
 
 def token_axes(spec, qualified: str, cross: bool, tokens: dict[str, list[str]]) -> tuple[list[str], list[str]]:
     """The tokens along the query and key axes of an attention node, found by which model input feeds it."""
-    from builder.assemble import input_dependencies
+    from builder.graph.assemble import input_dependencies
     deps = input_dependencies(spec)
     top, *rest = qualified.split(".")
     node = spec.graph.nodes[top]
@@ -45,8 +45,8 @@ def _main(argv: list[str]) -> None:
     args = parse_args(rest, SPEC)
     from rich.console import Console
 
-    from builder.api import load
-    from builder.attention_maps import capture_attention, coloured, last_token_attention, save_heatmaps
+    from builder.serve.api import load
+    from builder.graph.attention import capture_attention, coloured, last_token_attention, save_heatmaps
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if model.task not in ("language_model", "seq2seq"):
         raise ConfigError(f"ckpt: builder-attention needs a GPT or translation model; this one's task is '{model.task}'")
@@ -78,7 +78,7 @@ def _main(argv: list[str]) -> None:
 
 
 def _modules(model, maps):
-    from builder.assemble import block_modules
+    from builder.graph.assemble import block_modules
     found = block_modules(model.graph, model.spec.graph)
     return {name: found[name][0] for name in maps}
 

@@ -23,8 +23,8 @@ def _main(argv: list[str]) -> None:
     mine, rest = take_raw(argv, ("imports", "schema"))
     if rest:
         raise ConfigError(f"{rest[0]}: unknown argument; builder-blocks takes imports=[...] and schema=PATH")
-    from builder import registry
-    from builder.schema import model_schema
+    from builder.graph import registry
+    from builder.graph.schema import model_schema
     imports = [m.strip() for m in mine.get("imports", "").strip("[]").split(",") if m.strip()]
     blocks = registry.registry(imports)
     _print(blocks)

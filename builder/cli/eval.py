@@ -24,8 +24,8 @@ def evaluate(model: Any, cfg: dict[str, Any], split: str = "val", tokenizer: Any
     import lightning as L
     import torch
 
-    from builder.data import datamodule
-    from builder.tasks import task_class
+    from builder.train.data import datamodule
+    from builder.train.tasks import task_class
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator banner around the results
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs newer torch
     seed = int(cfg.get("seed", 0))  # the run's seed, for anything random in the data module
@@ -53,7 +53,7 @@ def run(argv: list[str]) -> dict[str, float]:
     if args["split"] not in SPLITS:
         from builder.errors import ConfigError, suggest
         raise ConfigError(f"split: '{args['split']}' is not one of {', '.join(SPLITS)}{suggest(args['split'], SPLITS)}")
-    from builder.checkpoint import load
+    from builder.serve.checkpoint import load
     loaded = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     cfg = dict(loaded.config, data=apply_overrides(loaded.config["data"], args["data"], "data"))
     metrics = evaluate(loaded.model, cfg, args["split"], tokenizer=loaded.tokenizer)

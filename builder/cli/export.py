@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str]) -> None:
     args = parse_args(argv, SPEC)
-    from builder.api import load
+    from builder.serve.api import load
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     out = model.export(str(args["out"]))
     files = sorted(p.name for p in out.iterdir())

@@ -51,7 +51,7 @@ def run(argv: list[str]) -> str:
     raw, rest = take_raw(argv, VERBATIM)
     args = parse_args(rest, SPEC, usage=USAGE)
     prompt = read_prompt(raw)
-    from builder.lm import load
+    from builder.serve.lm import load
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     model.prompt_ids(prompt)  # a prompt the tokenizer cannot encode fails before anything is printed
 

@@ -69,8 +69,8 @@ def stored_model(ckpt: str, allow_imports: bool) -> tuple[dict[str, Any], str]:
     GPT-2 directory), read without its weights."""
     import json
 
-    from builder.checkpoint import CheckpointError, check_imports, locate, read_config
-    from builder.hf_gpt2 import is_gpt2_dir, model_config
+    from builder.serve.checkpoint import CheckpointError, check_imports, locate, read_config
+    from builder.serve.hf_gpt2 import is_gpt2_dir, model_config
     if not ckpt:
         raise ConfigError("ckpt: empty; give a run directory, a .ckpt file or an export directory")
     path = Path(ckpt).expanduser()
@@ -96,11 +96,11 @@ def _main(argv: list[str]) -> None:
     if allow not in ("true", "false"):
         raise ConfigError(f"allow_imports: expected true or false, got '{mine['allow_imports']}'")
     cfg, name = load_model_config(overrides, mine.get("ckpt"), allow == "true")
-    from builder.graph import check_structure
-    from builder.prepare import prepare_model_config
+    from builder.graph.build import check_structure
+    from builder.graph.prepare import prepare_model_config
     model_cfg = prepare_model_config(cfg)
     spec = check_structure(model_cfg)  # structural errors print here, before torch is imported
-    from builder.plan import make_plan, print_table, write_diagrams
+    from builder.graph.plan import make_plan, print_table, write_diagrams
     plan = make_plan(spec, quick=True)  # this process checks, prints and exits
     print_table(plan, f"plan of {name}")
     out = Path(mine.get("out") or DEFAULT_OUT / name)

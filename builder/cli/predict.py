@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str]) -> None:
     args = parse_args(argv, SPEC)
-    from builder.api import Classifier, as_input, load
+    from builder.serve.api import Classifier, as_input, load
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if not isinstance(model, Classifier):
         raise ConfigError(f"ckpt: builder-predict handles classifiers; this model's task is '{model.task}'")

@@ -27,8 +27,8 @@ def _main(argv: list[str]) -> None:
     args = parse_args(rest, SPEC)
     if args["format"] not in ("text", "json"):
         raise ConfigError(f"format: '{args['format']}' is not text or json")
-    from builder.api import load
-    from builder.trace import format_steps, trace
+    from builder.serve.api import load
+    from builder.graph.trace import format_steps, trace
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     ex = example(model, raw, args["input"])
     try:

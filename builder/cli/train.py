@@ -20,31 +20,31 @@ from omegaconf import DictConfig
 
 from builder.config import CONF_DIR, compose, register_resolvers
 from builder.errors import ConfigError, RunStopped, friendly_errors
-from builder.rundir import register_run_dir_resolver
+from builder.train.rundir import register_run_dir_resolver
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _run(cfg: DictConfig) -> float:
     register_resolvers()  # also in a launcher's worker process (joblib, submitit), which never ran main()
-    from builder.rundir import hydra_job
+    from builder.train.rundir import hydra_job
     _, overrides, multirun = hydra_job()
     if multirun:
         return trial(cfg, overrides)
     with friendly_errors("builder-train"):
-        from builder.train import train
+        from builder.train.run import train
         return train(cfg)
 
 
 def trial(cfg: DictConfig, overrides: list[str]) -> float:
     """One trial of a sweep. A config problem or a diverging loss is recorded (result.yaml, summary) and the
     sweep goes on: Optuna marks an exception as a failed trial; a grid gets NaN (Hydra's grid stops on errors)."""
-    from builder.train import train
+    from builder.train.run import train
     try:
         return train(cfg)
     except (ConfigError, RunStopped) as e:
         from hydra.core.hydra_config import HydraConfig
 
-        from builder.rundir import hydra_job, write_result
+        from builder.train.rundir import hydra_job, write_result
         problem = "; ".join(getattr(e, "problems", None) or [str(e)])
         message = f"trial {' '.join(overrides)}: {problem}"
         print(f"builder-train: {message}", file=sys.stderr)
@@ -74,7 +74,7 @@ def main() -> None:
     register_run_dir_resolver()
     args = with_default_experiment(sys.argv[1:])
     with friendly_errors("builder-train"):
-        from builder.resume import with_original_overrides
+        from builder.train.resume import with_original_overrides
         full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
         if not any(a.startswith("-") for a in args):
             compose(full)  # overrides checked first: a misspelt key gets one line with a did-you-mean

@@ -29,8 +29,8 @@ def _main(argv: list[str]) -> None:
     args = parse_args(argv, SPEC, usage=USAGE)
     if int(args["num_beams"]) < 1 or int(args["batch_size"]) < 1:
         raise ConfigError("num_beams and batch_size must be at least 1")
-    from builder.checkpoint import load
-    from builder.translation import Translator
+    from builder.serve.checkpoint import load
+    from builder.serve.translation import Translator
     loaded = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if loaded.config["task"]["name"] != "seq2seq":
         raise ConfigError(f"ckpt: builder-translate needs a seq2seq model; this one's task is "
