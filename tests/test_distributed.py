@@ -5,7 +5,7 @@ B equal one process with batch N*B, two nodes through the environment, and a stu
 line within the process-group timeout instead of hanging.
 
 Runs that need no killing go in-process (the test process is rank 0; builder.train.distributed starts rank 1 as
-`python -m builder.train.distributed`), which saves one Lightning import per run; runs that die are subprocesses.
+`python -m builder.train.child`), which saves one Lightning import per run; runs that die are subprocesses.
 """
 from __future__ import annotations
 

@@ -68,8 +68,8 @@ def test_hf_directory_greedy_generation_matches(tmp_path, capsys):
     new = ref[0, ids.shape[1]:].tolist()
     new = new[: new.index(0)] if 0 in new else new  # both stop at <|endoftext|>
     assert out == text + "\n" and text == prompt + tok.decode(new)
-    loaded = load_gpt2_dir(tmp_path)
-    assert loaded.config["model"]["n_layer"] == SIZES["n_layer"] and loaded.tokenizer == tok.to_str()
+    _, config, tokenizer = load_gpt2_dir(tmp_path)
+    assert config["model"]["n_layer"] == SIZES["n_layer"] and tokenizer == tok.to_str()
 
 
 def test_unsupported_hf_variant_is_a_clear_error(tmp_path):

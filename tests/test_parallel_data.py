@@ -4,7 +4,7 @@ import pytest
 
 from builder.train.data.parallel import BucketSampler, ParallelData, read_aligned, read_tsv
 from builder.errors import ConfigError
-from builder.serve.translation import special_ids
+from builder.pairs import special_ids
 
 PAIRS = [("Go.", "Geh."), ("Hi.", "Hallo!"), ("Run!", "Lauf!"), ("Wow!", "Potzdonner!"), ("Fire!", "Feuer!"),
          ("Help!", "Hilfe!"), ("Stop!", "Stopp!"), ("Wait!", "Warte!"), ("I see.", "Aha."), ("Really?", "Echt?")]
@@ -103,7 +103,7 @@ def test_bucket_sampler_groups_lengths_and_reshuffles():
 
 
 def test_existing_tokenizer_file(tmp_path):
-    from builder.serve.translation import tokenizers_to_str
+    from builder.pairs import tokenizers_to_str
     path = write_tsv(tmp_path / "deu.txt", PAIRS)
     first = data(train=path)
     (tmp_path / "tokenizer.json").write_text(tokenizers_to_str(first.src_tok, first.tgt_tok))

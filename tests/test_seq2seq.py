@@ -56,7 +56,7 @@ def test_special_tokens_never_reach_the_text(run):
     on every decoding path: greedy, beam search and the validation decodes."""
     import builder
     from builder.train.tasks import task_class
-    from builder.serve.translation import pad_batch, special_ids
+    from builder.pairs import pad_batch, special_ids
     model = builder.load(run)
     _, bos, _ = special_ids(model.tgt_tok)
 
@@ -106,7 +106,7 @@ def test_attention_command_draws_cross_attention_over_source_tokens(run, tmp_pat
 
 def test_cross_attention_axes_are_target_by_source(run):
     import builder
-    from builder.cli.attention import token_axes
+    from builder.graph.attention import token_axes
     model = builder.load(run)
     tokens = {"src": list("four"), "tgt": ["<s>", *"vier"]}
     spec = model.model.spec

@@ -127,7 +127,7 @@ def test_hugging_face_dataset(tmp_path):
 ])
 def test_tokenizer_path_that_is_not_a_tokenizer(tmp_path, case, message):
     from builder.tokenizer import char_tokenizer
-    from builder.serve.translation import tokenizers_to_str
+    from builder.pairs import tokenizers_to_str
     (tmp_path / "run").mkdir()
     write(tmp_path / "pair.json", tokenizers_to_str(char_tokenizer(LINES), char_tokenizer(LINES.upper())))
     write(tmp_path / "notes.txt", "not a tokenizer\n")
@@ -139,7 +139,7 @@ def test_tokenizer_path_that_is_not_a_tokenizer(tmp_path, case, message):
 
 
 def test_given_tokenizer_missing_characters_is_found_before_training(tmp_path, compose):
-    from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer, models
 
     from builder.tokenizer import char_tokenizer
     from builder.train.run import train

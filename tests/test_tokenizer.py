@@ -64,7 +64,7 @@ def test_missing_characters_whether_the_tokenizer_fails_or_drops_them():
     ("dir", r"the directory .*empty holds no tokenizer\.json"),
 ])
 def test_load_names_what_the_file_is_instead(tmp_path, case, message):
-    from builder.serve.translation import tokenizers_to_str
+    from builder.pairs import tokenizers_to_str
     files = {"pair": ("pair.json", tokenizers_to_str(char_tokenizer("ab"), char_tokenizer("cd"))),
              "text": ("text.txt", "just some words\n"), "json": ("other.json", '{"vocab_size": 3}')}
     if case == "dir":

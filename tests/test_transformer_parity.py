@@ -120,7 +120,7 @@ def test_incremental_decoding_matches_full_forward():
 def decoded(model, use_cache=True, beam=None, eos=None, length_penalty=1.0, n=8):
     """Token ids after <s> (id 0) for the test batch's sources; `beam`: run beam_search with that many beams."""
     from builder.serve.generation import beam_search, decode
-    from builder.serve.translation import new_state, seq2seq_step
+    from builder.serve.seq2seq import new_state, seq2seq_step
     src, src_pad, _, _ = batch()
     prefix = torch.zeros(src.shape[0], 1, dtype=torch.long)  # (B, 1)
     if beam is None:

@@ -20,22 +20,6 @@ SPEC = {"ckpt": REQUIRED, "out": None, "head": None, "layer": None, "allow_impor
 DEFAULT_OUT = Path("outputs") / "attention"
 
 
-def token_axes(spec, qualified: str, cross: bool, tokens: dict[str, list[str]]) -> tuple[list[str], list[str]]:
-    """The tokens along the query and key axes of an attention node, found by which model input feeds it."""
-    from builder.graph.assemble import input_dependencies
-    deps = input_dependencies(spec)
-    top, *rest = qualified.split(".")
-    node = spec.graph.nodes[top]
-    inner = node.body.nodes[rest[-1]] if node.body is not None else node
-
-    def tokens_of(src: str) -> list[str]:
-        feeding = deps.get(src, {src})
-        return next((tokens[name] for name in tokens if name in feeding), [])
-
-    queries = tokens_of(node.inputs["in"] if node.body is not None else inner.inputs["x"])
-    return queries, tokens_of(inner.inputs["kv"]) if cross else queries
-
-
 def main(argv: list[str] | None = None) -> None:
     command("builder-attention", __doc__, _main, argv)
 
@@ -46,7 +30,7 @@ def _main(argv: list[str]) -> None:
     from rich.console import Console
 
     from builder.serve.api import load
-    from builder.graph.attention import capture_attention, coloured, last_token_attention, save_heatmaps
+    from builder.graph.attention import capture_attention, coloured, last_token_attention, save_heatmaps, token_axes
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if model.task not in ("language_model", "seq2seq"):
         raise ConfigError(f"ckpt: builder-attention needs a GPT or translation model; this one's task is '{model.task}'")

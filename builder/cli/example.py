@@ -33,7 +33,7 @@ def example(model: Any, raw: dict[str, str], values: Any) -> Example:
         ids = ids[-model.block_size:]
         return Example({"idx": torch.tensor([ids])}, {"idx": [model.tokenizer.decode([i]) for i in ids]})
     if task == "seq2seq":
-        from builder.serve.translation import encode_all, special_ids
+        from builder.pairs import encode_all, special_ids
         if "text" not in raw:
             raise ConfigError("text: required for a translation model (text=\"...\")")
         target = raw.get("target")

@@ -88,7 +88,8 @@ def load(path: str | Path, allow_imports: bool = False) -> Loaded:
     from builder.graph.build import build_model
     from builder.serve.hf_gpt2 import is_gpt2_dir, load_gpt2_dir
     if is_gpt2_dir(path):  # config.json (model_type gpt2) + model.safetensors + tokenizer.json
-        return load_gpt2_dir(path)
+        model, cfg, tokenizer = load_gpt2_dir(path)
+        return Loaded(model, cfg, Path(path).expanduser(), tokenizer)
     file = locate(path)
     if file.is_dir():
         cfg, tokenizer = read_config(file)

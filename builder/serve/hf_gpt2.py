@@ -92,11 +92,10 @@ def to_hf(state: dict[str, Any], n_layer: int) -> dict[str, Any]:
     return out
 
 
-def load_gpt2_dir(path: str | Path) -> Any:
-    """A `builder.serve.checkpoint.Loaded` (model in eval mode, run config, tokenizer.json) from an HF GPT-2 directory."""
+def load_gpt2_dir(path: str | Path) -> tuple[Any, dict[str, Any], str | None]:
+    """(model in eval mode, run config, tokenizer.json or None) from an HF GPT-2 directory."""
     from safetensors.torch import load_file
 
-    from builder.serve.checkpoint import Loaded
     from builder.graph.build import build_model
     path = Path(path).expanduser()
     hf = json.loads((path / "config.json").read_text())
@@ -107,4 +106,4 @@ def load_gpt2_dir(path: str | Path) -> Any:
     model = build_model(cfg["model"])
     model.load_state_dict(from_hf(load_file(str(weights)), cfg["model"]["n_layer"]), strict=True)
     tok = path / "tokenizer.json"
-    return Loaded(model.eval(), cfg, path, tok.read_text(encoding="utf-8") if tok.is_file() else None)
+    return model.eval(), cfg, tok.read_text(encoding="utf-8") if tok.is_file() else None

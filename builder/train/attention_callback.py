@@ -49,7 +49,7 @@ class AttentionMaps(L.Callback):
         found = example_of(task, self.batch)
         if found is None:
             return
-        from builder.cli.attention import token_axes
+        from builder.graph.attention import token_axes
         from builder.train.distributed import rank_zero_model
         inputs, tokens = found
         with rank_zero_model(task) as model:

@@ -3,7 +3,7 @@
 Lightning starts the extra processes of a node by re-running the command line (under Hydra with
 `hydra.run.dir` added). That re-runs a whole sweep under `-m`, re-runs pytest inside a test, and makes
 every process a Hydra job. Instead, `use_config_launcher` starts each extra process as
-`python -m builder.train.distributed` with this run's resolved config in an environment variable: the children
+`python -m builder.train.child` with this run's resolved config in an environment variable: the children
 train the same config in the same run directory, and only rank 0 writes files or talks to dashboards.
 Processes created by a cluster (SLURM, torchrun) are left alone: Lightning only launches when the
 environment has not already created them.
@@ -45,7 +45,7 @@ class ConfigLauncher(_SubprocessScriptLauncher):
                           WORLD_SIZE=str(self.num_processes * self.num_nodes))
         for local_rank in range(1, self.num_processes):
             child_env = {**os.environ, "LOCAL_RANK": str(local_rank), CONFIG_ENV: self.config_yaml}
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "builder.train.distributed"], env=child_env))
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "builder.train.child"], env=child_env))
 
 
 def use_config_launcher(trainer: Any, config: dict[str, Any], threads: int | None) -> ConfigLauncher | None:
@@ -217,19 +217,3 @@ def fsdp_task(cls: type) -> type:
 
     Sharded.__name__ = Sharded.__qualname__ = cls.__name__
     return Sharded
-
-
-def main() -> None:
-    """A child process: train the parent's config as one more rank."""
-    from omegaconf import OmegaConf
-
-    from builder.config import register_resolvers
-    from builder.errors import friendly_errors
-    from builder.train.run import train
-    register_resolvers()
-    with friendly_errors("builder-train"):
-        train(OmegaConf.create(os.environ.pop(CONFIG_ENV)))
-
-
-if __name__ == "__main__":
-    main()

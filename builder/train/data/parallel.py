@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from builder.errors import ConfigError
 from builder.tokenizer import Tokenizer, describe_missing, first_line, read_json, train_tokenizer
-from builder.serve.translation import encode_all, pad_batch, special_ids, tokenizers_from_str, with_specials
+from builder.pairs import encode_all, pad_batch, special_ids, tokenizers_from_str, with_specials
 
 IGNORE = -100  # label at padded positions: skipped by cross_entropy
 Pair = tuple[str, str]

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from builder.errors import ConfigError
 from builder.train.tasks.base import Task
-from builder.serve.translation import generate, logits_of, special_ids, target_text, tokenizers_to_str
+from builder.pairs import special_ids, target_text, tokenizers_to_str
+from builder.serve.seq2seq import generate, logits_of
 
 IGNORE = -100  # label at padded target positions
 
