@@ -8,7 +8,9 @@ from typing import Any
 
 from builder.errors import ConfigError, suggest
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# the shipped configs: builder/conf in an installed package, conf/ beside builder/ in the repository
+CONF_DIR = next((d for d in (Path(__file__).resolve().parent / "conf", Path(__file__).resolve().parent.parent / "conf")
+                 if (d / "train.yaml").is_file()), Path(__file__).resolve().parent.parent / "conf")
 _ARITH = re.compile(r"^[\d\s.+\-*/()%]+$")
 
 
@@ -27,39 +29,58 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("calc", _calc)
 
 
-def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train") -> Any:
-    """The composed (unresolved) config, as `builder-train` would see it, without creating run directories."""
+def config_dirs(argv: list[str]) -> tuple[list[Path], list[str]]:
+    """A user's own config directories (`--config-dir DIR`, `-cd DIR`, `--config-dir=DIR`: Hydra's flag, searched
+    before the shipped configs) and the rest of the command line."""
+    dirs, rest, args = [], [], iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value if eq else next(args, "")
+            if not value or not Path(value).expanduser().is_dir():
+                raise ConfigError(f"--config-dir: {value or '(missing)'} is not a directory")
+            dirs.append(Path(value).expanduser().resolve())
+        else:
+            rest.append(arg)
+    return dirs, rest
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train",
+            dirs: list[Path] | tuple[Path, ...] = ()) -> Any:
+    """The composed (unresolved) config, as `builder-train` would see it, without creating run directories;
+    `dirs` are a user's config directories, searched as `--config-dir` makes Hydra search them."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     register_resolvers()
+    search = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
+            return hydra_compose(config_name=config_name, overrides=[*search, *overrides])
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_hydra_message(e, overrides)) from None
+        raise ConfigError(_hydra_message(e, overrides, dirs)) from None
 
 
-def _hydra_message(e: Exception, overrides: Any) -> str:
+def _hydra_message(e: Exception, overrides: Any, dirs: Any = ()) -> str:
     text = str(e).strip().splitlines()[0]
     m = re.search(r"Could not find '(\w+)/(\w+)'", str(e))
     if m:
         group, name = m.groups()
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        options = sorted({p.stem for d in (*dirs, CONF_DIR) for p in (Path(d) / group).glob("*.yaml")})
         return f"{group}={name}: no such config{suggest(name, options)}; available: {', '.join(options)}"
     cause = str(e.__cause__ or "")
     key = re.search(r"full_key: ([\w.]+)", cause)
     if "is not in struct" in cause and key:
         dotted = key.group(1)
         others = [o for o in overrides if not o.lstrip("+~").startswith(dotted + "=")]
-        return (f"{dotted}: no such key{_suggest_key(dotted, others)}; "
+        return (f"{dotted}: no such key{_suggest_key(dotted, others, dirs)}; "
                 f"to add a new key on purpose write +{dotted}=...")
     return text
 
 
-def _suggest_key(dotted: str, overrides: list[str]) -> str:
+def _suggest_key(dotted: str, overrides: list[str], dirs: Any = ()) -> str:
     try:
-        cfg = compose(overrides)
+        cfg = compose(overrides, dirs=dirs)
     except ConfigError:
         return ""
     *parents, leaf = dotted.split(".")

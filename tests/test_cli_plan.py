@@ -127,3 +127,10 @@ def test_plan_of_an_experiment_file_says_to_plan_it_by_name(capsys):
         plan_cli.main([str(ROOT / "conf/experiment/gpt_char.yaml")])
     assert ("gpt_char.yaml: a Hydra config with a defaults list, not a model or a run's stored config; "
             "plan it by name: builder-plan experiment=gpt_char") in capsys.readouterr().err
+
+
+def test_blocks_listing_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    blocks_cli.main([])
+    assert "linear" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,8 @@
-"""builder-blocks: list every registered block with its typed arguments and ports, and write a JSON Schema
-of model configs so editors can complete and check YAML.
+"""builder-blocks: list every registered block with its typed arguments and ports; with schema=PATH, also
+write a JSON Schema of model configs so editors can complete and check YAML.
 
-    builder-blocks [imports=[my_pkg.blocks]] [schema=outputs/schema/model.schema.json]
+    builder-blocks [imports=[my_pkg.blocks]]
+    builder-blocks schema=model.schema.json
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from pathlib import Path
 from builder.cli import command
 from builder.cli.args import take_raw
 from builder.errors import ConfigError
-
-DEFAULT_SCHEMA = Path("outputs") / "schema" / "model.schema.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +27,11 @@ def _main(argv: list[str]) -> None:
     imports = [m.strip() for m in mine.get("imports", "").strip("[]").split(",") if m.strip()]
     blocks = registry.registry(imports)
     _print(blocks)
-    path = Path(mine.get("schema") or DEFAULT_SCHEMA)
+    if "schema" not in mine:
+        return  # a listing writes nothing
+    if not mine["schema"]:
+        raise ConfigError("schema: empty; give the path of the JSON Schema file to write (schema=PATH)")
+    path = Path(mine["schema"]).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(model_schema(blocks), indent=2) + "\n")
     print(f"JSON Schema of model configs written to {path}")

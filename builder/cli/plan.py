@@ -1,6 +1,7 @@
 """builder-plan: validate a model config, print its node table and draw its graph, without training.
 
     builder-plan experiment=gpt2_small [overrides] [out=DIR]
+    builder-plan --config-dir my_conf experiment=mine              # with a project's own config directory
     builder-plan path/to/model.yaml [out=DIR]
     builder-plan ckpt=RUN_DIR|FILE.ckpt|EXPORT_DIR [out=DIR]     # a trained model, as stored
     builder-plan path/to/run/config.yaml [out=DIR]               # a run's or an export's config
@@ -26,7 +27,7 @@ def load_model_config(args: list[str], ckpt: str | None = None, allow_imports: b
     builder-train."""
     from omegaconf import OmegaConf
 
-    from builder.config import compose, register_resolvers
+    from builder.config import compose, config_dirs, register_resolvers
     register_resolvers()
     files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
     if ckpt is not None and files:
@@ -40,7 +41,8 @@ def load_model_config(args: list[str], ckpt: str | None = None, allow_imports: b
         overrides = [a for a in args if a not in files]
         cfg.merge_with_dotlist([a if a.startswith("model.") else f"model.{a}" for a in overrides])
         return cfg, name
-    cfg = compose(args)
+    dirs, args = config_dirs(args)
+    cfg = compose(args, dirs=dirs)
     name = next((a.split("=", 1)[1] for a in args if a.startswith("experiment=")), None)
     return cfg, name or next((a.split("=", 1)[1] for a in args if a.startswith("model=")), "default")
 

@@ -74,10 +74,12 @@ def main() -> None:
     register_run_dir_resolver()
     args = with_default_experiment(sys.argv[1:])
     with friendly_errors("builder-train"):
+        from builder.config import config_dirs
         from builder.train.resume import with_original_overrides
+        dirs, plain = config_dirs(args)  # --config-dir DIR: the user's own configs, searched before ours
         full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
-        if not any(a.startswith("-") for a in args):
-            compose(full)  # overrides checked first: a misspelt key gets one line with a did-you-mean
+        if not any(a.startswith("-") for a in plain):
+            compose(with_original_overrides(plain), dirs=dirs)  # a misspelt key: one line with a did-you-mean
     sys.argv = [sys.argv[0], *full]
     _run()
 

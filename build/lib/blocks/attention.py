@@ -1,0 +1,160 @@
+"""Multi-head self- and cross-attention on scaled_dot_product_attention, with a KV cache for decoding.
+
+Masks: `pad_mask` / `kv_pad_mask` are bool (B, S) with True marking padding keys to ignore (the torch
+key_padding_mask convention). Internally masks are flipped to SDPA's convention, True = may attend.
+Setting `capture = True` on a module computes the attention weights explicitly and keeps them, detached,
+in `.weights` (B, H, T, S) for inspection; with `capture = False` the fused kernel path is untouched.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from builder.graph.cpu_linear import Linear
+from builder.graph.registry import block
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    B, T, C = t.shape
+    return t.view(B, T, heads, C // heads).transpose(1, 2)  # (B, H, T, hd)
+
+
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
+    B, H, T, hd = t.shape
+    return t.transpose(1, 2).reshape(B, T, H * hd)  # (B, T, C)
+
+
+def build_mask(pad_mask: torch.Tensor | None, T: int, S: int, causal: bool, device) -> torch.Tensor | None:
+    """Boolean mask broadcastable to (B, H, T, S), True where query may attend key; None when all may.
+
+    The T queries sit at absolute positions S-T .. S-1, so query i sees keys 0 .. S-T+i when causal.
+    """
+    mask = None if pad_mask is None else ~pad_mask[:, None, None, :]  # (B, 1, 1, S)
+    if causal and T > 1:  # a single newest query sees every key: no causal mask needed
+        c = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
+        mask = c if mask is None else mask & c
+    return mask
+
+
+class Attention(nn.Module):
+    """Shared core of self- and cross-attention: head bookkeeping, SDPA call, optional weight capture."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"attention: dim={dim} is not divisible by heads={heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.capture = False  # when True, keep the attention weights in self.weights
+        self.weights: torch.Tensor | None = None
+
+    def attend(self, q, k, v, mask, is_causal: bool = False) -> torch.Tensor:
+        """q (B, H, T, hd), k and v (B, H, S, hd) -> (B, T, C)."""
+        p = self.dropout if self.training else 0.0
+        if not self.capture:
+            return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal))
+        T, S = q.shape[-2], k.shape[-2]
+        if is_causal:
+            mask = build_mask(None, T, S, True, q.device)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        w = scores.softmax(dim=-1)
+        if mask is not None:  # a query with no visible key gets zeros (as SDPA does), not NaN
+            w = w.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+        self.weights = w.detach()
+        return merge_heads(F.dropout(w, p) @ v)  # (B, T, C)
+
+
+@block("self_attention")
+class SelfAttention(Attention):
+    """Multi-head self-attention (optionally causal) with a fused qkv projection and a KV cache for decoding.
+
+    pad_mask: bool (B, S), True = padding. With a decoding state it may cover either all keys so far
+    (B, offset+T) or only this call's new keys (B, T); the mask of earlier keys is then kept in the cache.
+    """
+
+    def __init__(self, dim: int, heads: int, causal: bool = False, dropout: float = 0.0, bias: bool = True):
+        super().__init__(dim, heads, dropout)
+        self.causal = causal
+        self.qkv = Linear(dim, 3 * dim, bias=bias)
+        self.proj = Linear(dim, dim, bias=bias)
+        self.proj.residual_projection = True  # its output joins the residual stream
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, state=None) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, hd)
+        if state is not None:
+            k, v, pad_mask = self._extend_cache(state.slot(self), k, v, pad_mask)  # k, v (B, H, S, hd)
+        S = k.shape[2]
+        if pad_mask is None and (T == 1 or not self.causal):
+            return self.proj(self.attend(q, k, v, None))  # no mask: a decoding step's one query sees every key
+        if self.causal and pad_mask is None and S == T:
+            return self.proj(self.attend(q, k, v, None, is_causal=True))  # fast path
+        return self.proj(self.attend(q, k, v, build_mask(pad_mask, T, S, self.causal, x.device)))  # (B, T, C)
+
+    @staticmethod
+    def _extend_cache(cache: dict, k, v, pad_mask):
+        """Append this call's keys/values (and padding flags) to the cache; return everything cached.
+
+        Keys and values live in buffers that grow by doubling, so a decoding step writes its own position
+        instead of copying the whole cache."""
+        old = cache.get("n", 0)
+        B, H, T, hd = k.shape
+        S = old + T
+        kbuf, vbuf = cache.get("k"), cache.get("v")
+        if kbuf is None or kbuf.shape[2] < S:
+            capacity = max(S, 2 * old, 64)
+            kbuf, vbuf = k.new_empty(B, H, capacity, hd), v.new_empty(B, H, capacity, hd)  # (B, H, capacity, hd)
+            if old:
+                kbuf[:, :, :old], vbuf[:, :, :old] = cache["k"][:, :, :old], cache["v"][:, :, :old]
+            cache["k"], cache["v"] = kbuf, vbuf
+        kbuf[:, :, old:S], vbuf[:, :, old:S] = k, v
+        cache["n"] = S
+        k, v = kbuf[:, :, :S], vbuf[:, :, :S]  # (B, H, S, hd)
+        if pad_mask is not None or "pad" in cache:
+            if pad_mask is None:
+                pad_mask = torch.zeros(B, S - old, dtype=torch.bool, device=k.device)
+            if pad_mask.shape[1] not in (S, S - old):
+                raise ValueError(f"self_attention: pad_mask covers {pad_mask.shape[1]} keys; expected {S - old} "
+                                 f"(this call) or {S} (all cached keys)")
+            if pad_mask.shape[1] != S:  # only the new keys: prepend the earlier ones
+                prev = cache["pad"] if "pad" in cache else torch.zeros(B, old, dtype=torch.bool, device=k.device)
+                pad_mask = torch.cat([prev, pad_mask], dim=1)  # (B, S)
+            cache["pad"] = pad_mask
+        return k, v, pad_mask
+
+
+@block("cross_attention")
+class CrossAttention(Attention):
+    """Multi-head attention from queries x (B, T, dim) to keys/values kv (B, S, kv_dim), e.g. an encoder output.
+
+    With a decoding state, the projected keys/values of kv (and kv_pad_mask) are cached on the first call and
+    reused afterwards, since the encoder output does not change while decoding; later kv inputs are ignored.
+    """
+
+    def __init__(self, dim: int, heads: int, kv_dim: int | None = None, dropout: float = 0.0, bias: bool = True):
+        super().__init__(dim, heads, dropout)
+        self.q = Linear(dim, dim, bias=bias)
+        self.kv_proj = Linear(kv_dim or dim, 2 * dim, bias=bias)
+        self.proj = Linear(dim, dim, bias=bias)
+        self.proj.residual_projection = True  # its output joins the residual stream
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, kv_pad_mask: torch.Tensor | None = None, state=None) -> torch.Tensor:
+        B, T, C = x.shape
+        q = split_heads(self.q(x), self.heads)  # (B, H, T, hd)
+        cache = None if state is None else state.slot(self)
+        if cache and "k" in cache:
+            k, v, kv_pad_mask = cache["k"], cache["v"], cache.get("pad")
+        else:
+            k, v = (split_heads(t, self.heads) for t in self.kv_proj(kv).split(C, dim=2))  # 2 x (B, H, S, hd)
+            if cache is not None:
+                cache["k"], cache["v"] = k, v
+                if kv_pad_mask is not None:
+                    cache["pad"] = kv_pad_mask
+        mask = build_mask(kv_pad_mask, T, k.shape[2], False, x.device)
+        return self.proj(self.attend(q, k, v, mask))  # (B, T, C)

@@ -1,0 +1,19 @@
+"""Layer normalisation."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from builder.graph.registry import block
+
+
+@block("layer_norm")
+class LayerNorm(nn.LayerNorm):
+    """Layer normalisation over the last dimension, with a trainable scale and (optional) bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__(dim, eps=eps, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self._parameters  # read directly, and torch.layer_norm without F's wrapper: per-token calls
+        return torch.layer_norm(x, self.normalized_shape, params["weight"], params["bias"], self.eps)  # (..., dim)

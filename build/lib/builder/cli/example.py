@@ -1,0 +1,53 @@
+"""One example for the inspection commands (builder-trace, builder-attention), read from the command line
+in the form its task takes: `input=[...]` for a classifier, `prompt=` for a language model, `text=` (and
+optionally `target=`) for a translator. Text is taken verbatim, commas, quotes and `=` included."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from builder.cli.args import take_raw
+from builder.cli.generate import read_prompt
+from builder.errors import ConfigError
+
+VERBATIM = ("prompt", "prompt_file", "text", "target")
+
+
+@dataclass
+class Example:
+    inputs: dict[str, torch.Tensor]
+    tokens: dict[str, list[str]] = field(default_factory=dict)  # input name -> its tokens, for labels
+
+
+def split_verbatim(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    return take_raw(argv, VERBATIM)
+
+
+def example(model: Any, raw: dict[str, str], values: Any) -> Example:
+    """The model inputs for one example of `model`'s task."""
+    task = model.task
+    if task == "language_model":
+        ids = model.prompt_ids(read_prompt({k: v for k, v in raw.items() if k.startswith("prompt")}))
+        ids = ids[-model.block_size:]
+        return Example({"idx": torch.tensor([ids])}, {"idx": [model.tokenizer.decode([i]) for i in ids]})
+    if task == "seq2seq":
+        from builder.pairs import encode_all, special_ids
+        if "text" not in raw:
+            raise ConfigError("text: required for a translation model (text=\"...\")")
+        target = raw.get("target")
+        if target is None:
+            target = model.translate(raw["text"])
+        src = encode_all(model.src_tok, [raw["text"].strip()])[0]
+        _, bos, _ = special_ids(model.tgt_tok)
+        tgt = [bos] + encode_all(model.tgt_tok, [target.strip()])[0]
+        return Example(
+            {"src": torch.tensor([src]), "src_pad": torch.zeros(1, len(src), dtype=torch.bool),
+             "tgt": torch.tensor([tgt]), "tgt_pad": torch.zeros(1, len(tgt), dtype=torch.bool)},
+            {"src": [model.src_tok.decode([i]) for i in src], "tgt": [model.tgt_tok.decode([i]) or "<s>" for i in tgt]})
+    if values is None:
+        raise ConfigError("input: required, e.g. input=[32,107,56,11.2]")
+    x = torch.as_tensor(values, dtype=torch.float32)
+    name = model.model.input_names[0]
+    return Example({name: x[None] if x.dim() == 1 else x})

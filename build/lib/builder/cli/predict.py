@@ -1,0 +1,37 @@
+"""builder-predict: run a trained model on inputs given on the command line.
+
+    builder-predict ckpt=RUN_DIR input=[32,107,56,11.2]
+    builder-predict ckpt=model_export/ input=[[32,107,56,11.2],[241,200,4,59.5]]
+
+ckpt= is a run directory (its best checkpoint), a .ckpt file or an export directory. allow_imports=true lets
+the model's user block modules be imported.
+"""
+from __future__ import annotations
+
+from builder.cli import command
+from builder.cli.args import REQUIRED, parse_args
+from builder.errors import ConfigError
+
+SPEC = {"ckpt": REQUIRED, "input": REQUIRED, "allow_imports": False}
+
+
+def main(argv: list[str] | None = None) -> None:
+    command("builder-predict", __doc__, _main, argv)
+
+
+def _main(argv: list[str]) -> None:
+    args = parse_args(argv, SPEC)
+    from builder.serve.api import Classifier, as_input, load
+    model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"ckpt: builder-predict handles classifiers; this model's task is '{model.task}'")
+    name, spec = next(iter(model.model.input_specs.items()))
+    labels, probs = model.predict(as_input("input", args["input"], name, spec, one_row=True))
+    classes = model.classes
+    for label, row in zip(labels, probs.tolist()):
+        shown = ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, row))
+        print(f"{label}  ({shown})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""builder-train: train a model from configuration (Hydra).
+
+    builder-train                                   # experiment=gpt_char: a small GPT on built-in text
+    builder-train experiment=toy_classifier trainer.max_steps=50 optim=sgd
+    builder-train experiment=gpt_char 'logger=[tensorboard,wandb]'
+    builder-train experiment=gpt_char trainer=ddp trainer.devices=2
+    builder-train resume=latest                     # continue the newest run from its last.ckpt
+    builder-train -m optim.lr=0.01,0.03             # a grid, under outputs/multirun/<date>/<time>/<trial>
+    builder-train -m experiment=toy_classifier sweep=toy_optuna   # an Optuna search (conf/sweep)
+
+The run directory (outputs/<date>/<time>, `outputs/latest` points at the newest) receives config.yaml,
+overrides.yaml, train.log, metrics.csv, checkpoints/{best,last}.ckpt and result.yaml.
+"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from builder.config import CONF_DIR, compose, register_resolvers
+from builder.errors import ConfigError, RunStopped, friendly_errors
+from builder.train.rundir import register_run_dir_resolver
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _run(cfg: DictConfig) -> float:
+    register_resolvers()  # also in a launcher's worker process (joblib, submitit), which never ran main()
+    from builder.train.rundir import hydra_job
+    _, overrides, multirun = hydra_job()
+    if multirun:
+        return trial(cfg, overrides)
+    with friendly_errors("builder-train"):
+        from builder.train.run import train
+        return train(cfg)
+
+
+def trial(cfg: DictConfig, overrides: list[str]) -> float:
+    """One trial of a sweep. A config problem or a diverging loss is recorded (result.yaml, summary) and the
+    sweep goes on: Optuna marks an exception as a failed trial; a grid gets NaN (Hydra's grid stops on errors)."""
+    from builder.train.run import train
+    try:
+        return train(cfg)
+    except (ConfigError, RunStopped) as e:
+        from hydra.core.hydra_config import HydraConfig
+
+        from builder.train.rundir import hydra_job, write_result
+        problem = "; ".join(getattr(e, "problems", None) or [str(e)])
+        message = f"trial {' '.join(overrides)}: {problem}"
+        print(f"builder-train: {message}", file=sys.stderr)
+        job_dir = hydra_job()[0]
+        if job_dir is not None and not (job_dir / "result.yaml").is_file():  # failed before training started
+            job_dir.mkdir(parents=True, exist_ok=True)
+            write_result(job_dir, status="failed", error=problem.splitlines()[0], overrides=overrides)
+        if "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower():
+            raise RuntimeError(message) from None
+        return float("nan")
+
+
+DEFAULT_EXPERIMENT = "gpt_char"
+GROUPS = ("experiment", "model", "data", "task")
+
+
+def with_default_experiment(args: list[str]) -> list[str]:
+    """A command line that picks no experiment, model, data or task (nor resumes) runs the default experiment."""
+    chosen = {a.lstrip("+~").split("=", 1)[0] for a in args if "=" in a}
+    if chosen & {*GROUPS, "resume"}:
+        return args
+    return [f"experiment={DEFAULT_EXPERIMENT}", *args]
+
+
+def main() -> None:
+    register_resolvers()
+    register_run_dir_resolver()
+    args = with_default_experiment(sys.argv[1:])
+    with friendly_errors("builder-train"):
+        from builder.config import config_dirs
+        from builder.train.resume import with_original_overrides
+        dirs, plain = config_dirs(args)  # --config-dir DIR: the user's own configs, searched before ours
+        full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
+        if not any(a.startswith("-") for a in plain):
+            compose(with_original_overrides(plain), dirs=dirs)  # a misspelt key: one line with a did-you-mean
+    sys.argv = [sys.argv[0], *full]
+    _run()
+
+
+if __name__ == "__main__":
+    main()

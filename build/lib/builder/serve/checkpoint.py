@@ -1,0 +1,132 @@
+"""Finding and loading trained models safely, and exporting them.
+
+`ckpt=` may name a run directory (its checkpoints/best.ckpt), a .ckpt file, or an export directory
+(model.safetensors + config.yaml). Checkpoints are read with torch.load(weights_only=True): plain data and
+tensors only, so a checkpoint can never run code while loading. The modules a model's config lists under
+`imports:` are imported only when the caller allows it.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import ConfigError
+
+WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer.json"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be found, read or trusted."""
+
+
+@dataclass
+class Loaded:
+    model: Any  # the GraphModel, weights loaded, in eval mode
+    config: dict[str, Any]  # the run's resolved config (plain data)
+    path: Path  # the file or export directory actually read
+    tokenizer: str | None = None  # tokenizer.json contents, when the run has one
+
+
+def locate(path: str | Path) -> Path:
+    """The .ckpt file or export directory that `ckpt=path` means."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / WEIGHTS).is_file() and (p / CONFIG).is_file():
+            return p
+        for name in ("best.ckpt", "last.ckpt"):  # best by the task's metric; last when no validation ran
+            for candidate in (p / "checkpoints" / name, p / name):
+                if candidate.is_file():
+                    return candidate
+        raise CheckpointError(f"ckpt: {p} holds no checkpoints/best.ckpt, checkpoints/last.ckpt or "
+                              f"{WEIGHTS} + {CONFIG}; give a run directory, a .ckpt file or an export directory")
+    raise CheckpointError(f"ckpt: {p} does not exist")
+
+
+def read_checkpoint(file: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded as plain data; anything else is refused, never unpickled."""
+    import torch
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" (it contains {found.group(1)})" if found else ""
+        raise CheckpointError(f"ckpt: {file} holds pickled Python objects other than tensors and plain data{what}; "
+                              "refusing to load it, since unpickling them could run arbitrary code") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: one clear line instead of a traceback
+        raise CheckpointError(f"ckpt: cannot read {file} as a checkpoint: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "builder" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"ckpt: {file} is not a checkpoint written by builder-train (no 'builder' entry)")
+    return ckpt
+
+
+def read_config(path: Path) -> tuple[dict[str, Any], str | None]:
+    """(config, tokenizer json or None) of a located checkpoint file or export directory, without weights."""
+    if path.is_dir():
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.to_container(OmegaConf.load(path / CONFIG), resolve=True)
+        tok = path / TOKENIZER
+        return cfg, tok.read_text() if tok.is_file() else None
+    payload = read_checkpoint(path)["builder"]
+    return payload["config"], payload.get("tokenizer")
+
+
+def check_imports(cfg: dict[str, Any], allow_imports: bool, where: Path) -> None:
+    modules = list(cfg.get("model", {}).get("imports") or [])
+    if modules and not allow_imports:
+        raise CheckpointError(
+            f"ckpt: {where} needs the Python module(s) {', '.join(modules)} for its blocks, and importing a module "
+            "runs its code; if you trust them, pass allow_imports=true (allow_imports=True in Python)")
+
+
+def load(path: str | Path, allow_imports: bool = False) -> Loaded:
+    """Find, check and load a trained model (see the module docstring for what `path` may be)."""
+    from builder.graph.build import build_model
+    from builder.serve.hf_gpt2 import is_gpt2_dir, load_gpt2_dir
+    if is_gpt2_dir(path):  # config.json (model_type gpt2) + model.safetensors + tokenizer.json
+        model, cfg, tokenizer = load_gpt2_dir(path)
+        return Loaded(model, cfg, Path(path).expanduser(), tokenizer)
+    file = locate(path)
+    if file.is_dir():
+        cfg, tokenizer = read_config(file)
+        check_imports(cfg, allow_imports, file)
+        from safetensors.torch import load_model
+        model = build_model(cfg["model"])
+        load_model(model, str(file / WEIGHTS), strict=True, device="cpu")
+    else:
+        ckpt = read_checkpoint(file)
+        cfg, tokenizer = ckpt["builder"]["config"], ckpt["builder"].get("tokenizer")
+        check_imports(cfg, allow_imports, file)
+        model = model_with_weights(cfg["model"], ckpt["state_dict"])
+    return Loaded(model.eval(), cfg, file, tokenizer)
+
+
+def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any]) -> Any:
+    """A GraphModel built from its config, holding the weights of a task's state dict (whose entries are
+    "model.<name>": the task keeps the graph as `self.model`)."""
+    import torch
+
+    from builder.graph.build import build_model
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+        model = build_model(model_cfg)
+    state = {k.removeprefix("model."): v for k, v in task_state.items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def export(loaded: Loaded, out: str | Path) -> Path:
+    """Write model.safetensors + config.yaml (+ tokenizer.json) into `out`; every command reads it as ckpt=out."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_model
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "builder", "task": str(loaded.config["task"]["name"])}
+    save_model(loaded.model, str(out / WEIGHTS), metadata=meta)
+    OmegaConf.save(OmegaConf.create(loaded.config), out / CONFIG)
+    if loaded.tokenizer is not None:
+        (out / TOKENIZER).write_text(loaded.tokenizer)
+    return out

@@ -1,0 +1,79 @@
+"""The attention-map callback: at each validation, the attention of one validation example, drawn per
+layer and sent to the dashboards as images (and kept under <run>/attention/step_<N>/).
+
+Switched on with `attention_maps: true` in the config; inspection happens only here, after validation,
+so training keeps the fused attention path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from builder.graph.attention import capture_attention, save_heatmaps
+
+MAX_TOKENS = 48  # longer examples are cut: a heatmap of more tokens than this is unreadable
+
+
+def example_of(task: Any, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]] | None:
+    """Model inputs (one row) and their tokens from a validation batch of a language or translation task."""
+    if task.name == "language_model" and task.tokenizer is not None:
+        x = batch[0][:1, :MAX_TOKENS]
+        return {"idx": x}, {"idx": [task.tokenizer.decode([i]) for i in x[0].tolist()]}
+    if task.name == "seq2seq" and task.src_tok is not None:
+        src, src_pad = batch["src"][:1], batch["src_pad"][:1]
+        tgt, tgt_pad = batch["tgt_in"][:1], batch["tgt_pad"][:1]
+        n_src, n_tgt = min(int((~src_pad).sum()), MAX_TOKENS), min(int((~tgt_pad).sum()), MAX_TOKENS)
+        inputs = {"src": src[:, :n_src], "src_pad": src_pad[:, :n_src], "tgt": tgt[:, :n_tgt], "tgt_pad": tgt_pad[:, :n_tgt]}
+        return inputs, {"src": [task.src_tok.decode([i]) for i in inputs["src"][0].tolist()],
+                        "tgt": [task.tgt_tok.decode([i]) or "<s>" for i in inputs["tgt"][0].tolist()]}
+    return None
+
+
+class AttentionMaps(L.Callback):
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.batch: Any = None
+
+    def on_validation_batch_start(self, trainer: L.Trainer, task: Any, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:
+            self.batch = batch  # the same example every time: the first of the validation set
+
+    def on_validation_end(self, trainer: L.Trainer, task: Any) -> None:
+        # every rank gets here with the same first batch: under FSDP all of them gather the weights
+        if trainer.sanity_checking or self.batch is None:
+            return
+        found = example_of(task, self.batch)
+        if found is None:
+            return
+        from builder.graph.attention import token_axes
+        from builder.train.distributed import rank_zero_model
+        inputs, tokens = found
+        with rank_zero_model(task) as model:
+            if model is None:
+                return
+            maps = capture_attention(model, lambda: model(**inputs))
+        out = self.run_dir / "attention" / f"step_{trainer.global_step}"
+        paths = []
+        for name, w in maps.items():
+            cross = type(_module(model, name)).__name__ == "CrossAttention"
+            queries, keys = token_axes(model.spec, name, cross, tokens)
+            paths += save_heatmaps({name: w}, queries, keys, out)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):  # wandb: one panel per attention node
+                for p in paths:
+                    logger.log_image(key=f"attention/{p.stem}", images=[str(p)], step=trainer.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                import numpy as np
+                from PIL import Image
+                for p in paths:
+                    image = np.asarray(Image.open(p).convert("RGB"))
+                    logger.experiment.add_image(f"attention/{p.stem}", image, trainer.global_step, dataformats="HWC")
+
+
+def _module(model: Any, name: str) -> torch.nn.Module:
+    from builder.graph.assemble import block_modules
+    return block_modules(model.graph, model.spec.graph)[name][0]

@@ -1,0 +1,21 @@
+"""A process that ConfigLauncher (builder/train/distributed.py) starts: train the parent's resolved config,
+handed over in an environment variable, as one more rank of the same run."""
+from __future__ import annotations
+
+import os
+
+
+def main() -> None:
+    from omegaconf import OmegaConf
+
+    from builder.config import register_resolvers
+    from builder.errors import friendly_errors
+    from builder.train.distributed import CONFIG_ENV
+    from builder.train.run import train
+    register_resolvers()
+    with friendly_errors("builder-train"):
+        train(OmegaConf.create(os.environ.pop(CONFIG_ENV)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Optimiser and learning-rate schedule from the `optim` config.
+
+The optimiser class comes from Hydra (`optim.optimizer._target_` with `_partial_: true`); we call it with
+two parameter groups: matrices (decayed) and everything else (not decayed).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+# Modules whose weights are never decayed, whatever their shape: shrinking an embedding table or a norm's
+# gain towards zero is not a useful prior.
+NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """[decayed, not decayed]; decayed = dim >= 2 and not owned by an embedding or a norm module.
+
+    A tied parameter (say, a token embedding shared with the output layer) is listed once, and it is not
+    decayed if any of its owners is an embedding.
+    """
+    params: dict[int, nn.Parameter] = {}
+    names: dict[int, str] = {}
+    exempt: set[int] = set()
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            params.setdefault(id(p), p)
+            names.setdefault(id(p), f"{mname}.{pname}" if mname else pname)
+            if isinstance(module, NO_DECAY_MODULES) or p.dim() < 2:
+                exempt.add(id(p))
+    decay = [i for i in params if i not in exempt]
+    no_decay = [i for i in params if i in exempt]
+    return [
+        {"params": [params[i] for i in decay], "names": [names[i] for i in decay], "weight_decay": weight_decay},
+        {"params": [params[i] for i in no_decay], "names": [names[i] for i in no_decay], "weight_decay": 0.0},
+    ]
+
+
+class WarmupCosine:
+    """LR multiplier at optimizer step s: linear warmup over `warmup_steps`, cosine from 1 down to
+    `min_ratio` at `decay_steps`, then flat at `min_ratio`.
+
+    A class, not a closure: LambdaLR saves a callable object's attributes (plain numbers here) in its state,
+    which keeps checkpoints loadable with torch.load(weights_only=True).
+    """
+
+    def __init__(self, warmup_steps: int, decay_steps: int, min_ratio: float):
+        self.warmup_steps, self.decay_steps, self.min_ratio = int(warmup_steps), int(decay_steps), float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if step >= self.decay_steps:
+            return self.min_ratio
+        progress = (step - self.warmup_steps) / max(1, self.decay_steps - self.warmup_steps)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class InverseSqrt:
+    """The 2017 paper's schedule as a multiplier of `lr`: linear warmup to 1 at `warmup_steps`, then
+    sqrt(warmup_steps / step). (The paper's d_model**-0.5 factor is the choice of `lr`.)"""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = max(1, int(warmup_steps))
+
+    def __call__(self, step: int) -> float:
+        s = step + 1
+        return min(s / self.warmup_steps, (self.warmup_steps / s) ** 0.5)
+
+
+SCHEDULES = ("cosine", "inverse_sqrt")
+
+
+def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: int) -> tuple[Any, Any]:
+    """(optimizer, LambdaLR) for `model`; `total_steps` (optimizer steps) is the default decay length."""
+    from hydra.utils import instantiate
+    make = instantiate(optim_cfg["optimizer"], _convert_="all")  # lists stay lists: checkpoints hold plain data
+    groups = param_groups(model, float(optim_cfg.get("weight_decay", 0.0)))
+    for g in groups:
+        g.pop("names")  # kept for inspection only; optimizers store unknown group keys in their state
+    lr = float(optim_cfg["lr"])
+    optimizer = make([g for g in groups if g["params"]], lr=lr)
+    decay_steps = optim_cfg.get("decay_steps") or total_steps
+    min_ratio = float(optim_cfg.get("min_lr", 0.0)) / lr
+    if optim_cfg.get("schedule", "cosine") == "inverse_sqrt":
+        schedule: Any = InverseSqrt(int(optim_cfg.get("warmup_steps", 0)))
+    else:
+        schedule = WarmupCosine(int(optim_cfg.get("warmup_steps", 0)), int(decay_steps), min_ratio)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -1,0 +1,83 @@
+"""Guards that keep a run's checkpoints usable: atomic checkpoint files and a stop on a non-finite loss.
+
+A checkpoint is written to a temporary file in the same directory, flushed to disk (fsync) and renamed over
+the old one (os.replace is atomic on POSIX), so a process killed in the middle of a save leaves the previous
+last.ckpt intact. A NaN or infinite training loss stops the run before its backward pass, so the weights and
+the last checkpoint stay those of the last good step.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from builder.errors import RunStopped
+
+
+class NonFiniteLoss(RunStopped):
+    """Training produced a NaN or infinite loss; the message says where and which checkpoint is good."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make checkpoints private to this user
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut
+    finally:
+        os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+
+class StopOnNonFinite(Callback):
+    """Raise NonFiniteLoss as soon as a training loss is NaN or infinite, before it reaches the weights."""
+
+    def __init__(self, last_ckpt: str | Path):
+        self.last_ckpt = Path(last_ckpt)
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        value = float(loss.detach())
+        bad = not math.isfinite(value)
+        if trainer.world_size > 1:  # every rank stops, or the others would wait for its gradients forever
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        if math.isfinite(value):
+            value = "not finite on another process"
+        if self.last_ckpt.is_file():
+            step = torch.load(self.last_ckpt, map_location="cpu", weights_only=True).get("global_step", "?")
+            kept = f"the last good checkpoint is {self.last_ckpt} (step {step})"
+        else:
+            kept = "no checkpoint was written before it"
+        raise NonFiniteLoss(f"train/loss is {value} at step {trainer.global_step + 1}; training stopped before that "
+                            f"step changed the weights, and {kept}. Try a lower optim.lr or trainer.gradient_clip_val")

@@ -1,0 +1,108 @@
+"""The task base class: a LightningModule that trains a built graph model.
+
+A task turns a batch into (loss, count, metrics); the base class does the rest: logging (loss and
+throughput on the progress bar), the optimiser and schedule, and the config stored in every checkpoint.
+Subclasses (classification, language modelling, sequence-to-sequence) override `step` and a few class
+attributes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHECKPOINT_FORMAT = 1
+LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss}
+
+
+class Task(L.LightningModule):
+    name = "task"
+    monitor, mode = "val/loss", "min"  # defaults; the task config's `monitor`/`mode` take precedence
+    unit = "samples"  # throughput is reported as <unit>/s
+    metrics: tuple[str, ...] = ()  # validation metrics besides val/loss, logged as val/<name>
+
+    def __init__(self, model: nn.Module, cfg: dict[str, Any]):
+        """`cfg` is the whole run config, resolved to plain data; it goes into every checkpoint."""
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.task_cfg = cfg["task"]
+        self.monitor = self.task_cfg.get("monitor") or self.monitor
+        self.mode = self.task_cfg.get("mode") or self.mode
+        self.loss_name = self.task_cfg.get("loss") or "cross_entropy"
+        # the compiled wrapper is kept outside the module tree so parameter names (and checkpoints) stay plain
+        self.__dict__["_run"] = torch.compile(model) if cfg.get("compile") else model
+        self._tick: float | None = None
+        self._rate: float | None = None
+
+    def run_model(self, *inputs: Any) -> Any:
+        """The model's output; with several outputs, the one named by `task.output`."""
+        out = self._run(*inputs)
+        if isinstance(out, dict):
+            key = self.task_cfg.get("output") or next(iter(out))
+            out = out[key]
+        return out
+
+    # --- per task -------------------------------------------------------------------------------------
+
+    def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        """(mean loss, number of samples or tokens, {metric: value averaged over the batch})."""
+        raise NotImplementedError
+
+    def columns(self) -> list[str]:
+        """metrics.csv columns, in order (anything else logged is appended)."""
+        train = ["epoch", "train/loss", f"train/{self.unit}_per_s", "lr"]
+        return train + ["val/loss"] + [f"val/{m}" for m in self.metrics]
+
+    # --- Lightning hooks ------------------------------------------------------------------------------
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, n, _ = self.step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self._log_throughput(n)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        if self.trainer.world_size > 1:  # an epoch's last batch, split unevenly across ranks (builder/train/data/order.py)
+            weight = getattr(getattr(self.trainer.train_dataloader, "batch_sampler", None), "loss_weight", None)
+            if weight is not None and weight(batch_idx) != 1.0:
+                return loss * weight(batch_idx)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, n, metrics = self.step(batch)
+        # batch_size weights the epoch mean, so val/acc is the exact accuracy over the whole set
+        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        for key, value in metrics.items():
+            self.log(f"val/{key}", value, prog_bar=True, batch_size=n)
+
+    def on_train_epoch_start(self) -> None:
+        self._tick = None  # the gap across validation is not training time
+
+    def _log_throughput(self, n: int) -> None:
+        now = time.perf_counter()
+        if self._tick is not None:
+            rate = n / max(now - self._tick, 1e-9)
+            self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate  # smooth batch-to-batch jitter
+            self.log(f"train/{self.unit}_per_s", self._rate, prog_bar=True, batch_size=n)
+        self._tick = now
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from builder.train.optim import build_optimizer
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10**12  # no known end: warmup, then (nearly) flat
+        optimizer, scheduler = build_optimizer(self.model, self.cfg["optim"], total)
+        # "step": LambdaLR advances once per optimizer step, so accumulation does not change the schedule
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # plain data only: the checkpoint must load with torch.load(weights_only=True)
+        checkpoint["builder"] = {
+            "format": CHECKPOINT_FORMAT,
+            "task": self.task_cfg["name"],
+            "config": self.cfg,
+            "imports": list(self.cfg["model"].get("imports") or []),
+        }

@@ -1,0 +1,111 @@
+"""Causal language modelling: next-token cross-entropy at every position of (x, y) windows, y = x shifted by one.
+
+Validation scores every token of the validation split once (see builder/train/data/text.py); `val/loss` is the
+mean over tokens, `val/bpc` (bits per character) is logged for character-level tokenizers. After each
+validation a short sample is generated, appended to samples.txt in the run directory, handed to loggers that
+take text, and the last one is printed when training ends. The tokenizer travels inside every checkpoint.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from builder.errors import ConfigError
+from builder.train.tasks.base import Task
+
+IGNORE = -100  # targets already scored by another validation window
+
+
+class LanguageModelTask(Task):
+    name = "language_model"
+    monitor, mode = "val/loss", "min"
+    unit = "tokens"
+
+    def __init__(self, model: torch.nn.Module, cfg: dict[str, Any]):
+        super().__init__(model, cfg)
+        tok_cfg = (cfg.get("data") or {}).get("tokenizer") or {}
+        self.char_level = tok_cfg.get("kind", "char") == "char" and not tok_cfg.get("path")
+        self.metrics = ("bpc",) if self.char_level else ()  # the columns metrics.csv is opened with
+        self.tokenizer = None
+        self.sample: tuple[int, str] | None = None  # (step, text) of the latest sample, on rank 0
+        self.sampled_at: int | None = None  # the step of the latest sample, on every rank
+
+    def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        x, y = batch  # (B, T), (B, T)
+        logits = self.run_model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        # training windows score every position; counting them would cost a device sync per step
+        n = y.numel() if self.training else int((y != IGNORE).sum())
+        return loss, n, ({"bpc": loss / math.log(2)} if self.char_level else {})
+
+    # --- tokenizer: from the data module, saved beside the run and inside each checkpoint --------------
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.tokenizer is None and dm is not None and hasattr(dm, "get_tokenizer"):
+            self.tokenizer = dm.get_tokenizer()
+        if self.tokenizer is None:
+            return
+        self.char_level = self.tokenizer.kind == "char"
+        vocab = self.model.spec.variables.get("vocab_size")
+        if isinstance(vocab, int) and self.tokenizer.vocab_size > vocab:
+            raise ConfigError(f"model.vocab_size: {vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size} "
+                              "tokens; set model.vocab_size=auto or a larger size")
+        if stage == "fit":
+            self.tokenizer.save(Path(self.trainer.default_root_dir) / "tokenizer.json")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            checkpoint["builder"]["tokenizer"] = self.tokenizer.to_str()  # a str: weights_only loading still works
+
+    # --- samples --------------------------------------------------------------------------------------
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return
+        text = self.generate_sample()  # every rank takes part (FSDP gathers the weights); rank 0 gets the text
+        if text is None:
+            return
+        self.sample = (self.global_step, text)
+        with (Path(self.trainer.default_root_dir) / "samples.txt").open("a", encoding="utf-8") as f:
+            f.write(f"--- step {self.global_step}\n{text}\n")
+        for logger in self.trainer.loggers:  # the dashboards (builder/train/loggers.py) take tables of text
+            if hasattr(logger, "log_text"):
+                logger.log_text(key="sample", columns=["step", "text"], data=[[self.global_step, text]])
+
+    def on_train_end(self) -> None:
+        if self.sampled_at != self.global_step:  # the same decision on every rank
+            text = self.generate_sample()
+            self.sample = None if text is None else (self.global_step, text)
+        if self.sample is not None and self.global_rank == 0:
+            print(f"\nsample after {self.sample[0]} steps:\n{self.sample[1]}\n", flush=True)
+
+    def generate_sample(self) -> str | None:
+        """`task.sample_tokens` tokens after `task.sample_prompt`, with a fixed seed so samples compare across
+        steps; on rank 0 (None elsewhere), but every rank must call it (see rank_zero_model)."""
+        from builder.train.distributed import rank_zero_model
+        from builder.serve.generation import decode, lm_step
+        n = int(self.task_cfg.get("sample_tokens", 200) or 0)
+        if n <= 0 or self.tokenizer is None:
+            return None
+        self.sampled_at = self.global_step
+        prompt = self.task_cfg.get("sample_prompt") or "\n"
+        try:
+            ids = self.tokenizer.encode(prompt)
+        except ValueError:
+            ids = []
+        ids = ids or [0]  # a prompt the alphabet cannot spell starts from token 0
+        with rank_zero_model(self) as model:
+            if model is None:
+                return None
+            block_size = int(model.spec.variables.get("block_size") or 10**9)
+            out = decode(lm_step(model, block_size), torch.tensor([ids], device=self.device), max_new_tokens=n,
+                         temperature=float(self.task_cfg.get("sample_temperature", 0.8)),
+                         top_k=self.task_cfg.get("sample_top_k"),
+                         generator=torch.Generator(self.device).manual_seed(int(self.cfg.get("seed", 0))))
+        return self.tokenizer.decode(ids + out[0, len(ids):].tolist())
