@@ -54,7 +54,7 @@ def main() -> None:
     prompt = torch.randint(0, VOCAB, (1, PROMPT), generator=torch.Generator().manual_seed(0))
 
     def run_ours(cache: bool):
-        return decode(lm_step(ours, T, use_cache=cache), prompt, max_new_tokens=NEW)
+        return decode(lm_step(ours, use_cache=cache), prompt, max_new_tokens=NEW)
 
     def run_hf():
         return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW, min_new_tokens=NEW,

@@ -9,7 +9,7 @@ from torch import nn
 from builder.graph.registry import block
 
 
-@block("token_embedding")
+@block("token_embedding", vocabulary="num_embeddings")
 class TokenEmbedding(nn.Embedding):
     """Learned token embedding: ids (B, T) -> vectors (B, T, dim); scale=True multiplies by sqrt(dim) (2017 paper)."""
 
@@ -32,7 +32,7 @@ def positions(x: torch.Tensor, state, max_len: int, name: str) -> tuple[int, int
     return offset, T
 
 
-@block("position_embedding")
+@block("position_embedding", positions="max_len")
 class PositionEmbedding(nn.Embedding):
     """Learned absolute position embedding: ids (B, T) -> (1, T, dim), to be added to the token embedding."""
 

@@ -20,7 +20,7 @@ def sinusoid_table(max_len: int, dim: int, base: float = 10000.0) -> torch.Tenso
     return pe  # (max_len, dim)
 
 
-@block("sinusoidal_position")
+@block("sinusoidal_position", positions="max_len")
 class SinusoidalPosition(nn.Module):
     """Fixed sin/cos position encoding: x (B, T) or (B, T, C) -> (1, T, dim), to be added to the embeddings."""
 

@@ -1,7 +1,8 @@
 """A declarative, config-driven model builder: YAML block graphs -> PyTorch modules -> trained models."""
 from builder.graph.registry import block
+from builder.plugins import data_source, task
 
-__all__ = ["block", "load", "build_model"]
+__all__ = ["block", "task", "data_source", "load", "build_model"]
 
 
 def __getattr__(name: str):

@@ -116,10 +116,10 @@ def test_cached_and_uncached_generation_agree_past_the_window():
     model = tiny_gpt()
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
     for kwargs in ({}, {"temperature": 1.0}):  # 40 new tokens: the 16-token window slides 27 times
-        runs = [decode(lm_step(model, 16, use_cache), prompt, max_new_tokens=40,
+        runs = [decode(lm_step(model, use_cache=use_cache), prompt, max_new_tokens=40,
                        generator=torch.Generator().manual_seed(1), **kwargs) for use_cache in (True, False)]
         assert torch.equal(runs[0], runs[1])
-    beams = [decode(lm_step(model, 16, use_cache), prompt, max_new_tokens=20, num_beams=3)
+    beams = [decode(lm_step(model, use_cache=use_cache), prompt, max_new_tokens=20, num_beams=3)
              for use_cache in (True, False)]
     assert torch.equal(beams[0], beams[1])  # caches follow their beams through state.reorder
 
@@ -128,13 +128,13 @@ def test_module_hooks_run_while_decoding():
     """Decoding skips nn.Module.__call__'s layers only when no hook would run."""
     model = tiny_gpt()
     prompt = torch.tensor([[1, 2, 3]])
-    plain = decode(lm_step(model, 16), prompt, max_new_tokens=5)
+    plain = decode(lm_step(model), prompt, max_new_tokens=5)
     seen, everywhere = [], []
     model.graph["layers"][1]["attn"].register_forward_hook(lambda m, args, out: seen.append(out.shape[1]))
     model.graph["layers"][0].register_forward_pre_hook(lambda m, args: seen.append("layer 0"))
     handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: everywhere.append(type(m)))
     try:
-        hooked = decode(lm_step(model, 16), prompt, max_new_tokens=5)
+        hooked = decode(lm_step(model), prompt, max_new_tokens=5)
     finally:
         handle.remove()
     assert torch.equal(hooked, plain)

@@ -35,6 +35,8 @@ defaults:
   - override /data: leaf_flower
   - override /model: five_hidden
   - override /task: classification
+task:
+  inputs: {features: features}   # the task's role -> this model's input name
 """
 
 

@@ -86,9 +86,14 @@ def test_unknown_loss_is_a_config_error(compose):
     from builder.errors import ConfigError
     from builder.train.run import check
     with pytest.raises(ConfigError) as e:
-        check(compose(["task.loss=mae", "task.name=classifer"]))
-    assert "task.loss: unknown loss 'mae'" in str(e.value)
+        check(compose(["task.name=classifer"]))
     assert "task.name: unknown task 'classifer' (did you mean 'classification'?)" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        check(compose(["experiment=toy_classifier", "task.loss=mae"]))
+    assert "task.loss: unknown loss 'mae' (did you mean 'mse'?); available: cross_entropy, mse, l1" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # a key that would do nothing is refused
+        check(compose(["experiment=gpt_char", "+task.loss=mse"]))
+    assert "task.loss: the language_model task has one loss (cross-entropy); remove task.loss" in str(e.value)
 
 
 def test_inverse_sqrt_schedule_is_the_papers():

@@ -110,9 +110,9 @@ def test_cross_attention_axes_are_target_by_source(run):
     model = builder.load(run)
     tokens = {"src": list("four"), "tgt": ["<s>", *"vier"]}
     spec = model.model.spec
-    assert token_axes(spec, "decoder.0.cross", True, tokens) == (tokens["tgt"], tokens["src"])
-    assert token_axes(spec, "decoder.0.self_attn", False, tokens) == (tokens["tgt"], tokens["tgt"])
-    assert token_axes(spec, "encoder.0.attn", False, tokens) == (tokens["src"], tokens["src"])
+    assert token_axes(spec, "decoder.0.cross", tokens) == (tokens["tgt"], tokens["src"])
+    assert token_axes(spec, "decoder.0.self_attn", tokens) == (tokens["tgt"], tokens["tgt"])
+    assert token_axes(spec, "encoder.0.attn", tokens) == (tokens["src"], tokens["src"])
 
 
 def test_trace_command_follows_a_translation(run, capsys):

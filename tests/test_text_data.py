@@ -21,7 +21,7 @@ def write(path, text):
 
 def test_split_tokens_and_cache(tmp_path):
     dm = data(tmp_path, path=write(tmp_path / "a.txt", LINES))
-    assert dm.model_sizes() == {"vocab_size": len(set(LINES))}
+    assert dm.model_sizes() == {"vocab": len(set(LINES))}
     dm.setup()
     cut = int(len(LINES) * 0.9)  # the last 10% is validation
     tok = dm.tokenizer

@@ -119,14 +119,19 @@ def test_incremental_decoding_matches_full_forward():
 
 def decoded(model, use_cache=True, beam=None, eos=None, length_penalty=1.0, n=8):
     """Token ids after <s> (id 0) for the test batch's sources; `beam`: run beam_search with that many beams."""
+    from builder.contract import Roles
     from builder.serve.generation import beam_search, decode
-    from builder.serve.seq2seq import new_state, seq2seq_step
+    from builder.serve.seq2seq import seq2seq_step
+    roles = Roles({"name": "seq2seq", "inputs": {"source": "src", "source_padding": "src_pad", "target": "tgt",
+                                                 "target_padding": "tgt_pad"}, "outputs": {"logits": "logits"},
+                   "sizes": {}}, model.spec)
     src, src_pad, _, _ = batch()
     prefix = torch.zeros(src.shape[0], 1, dtype=torch.long)  # (B, 1)
+    new_state = lambda: DecodeState(static=("src", "src_pad"))  # noqa: E731
     if beam is None:
-        return decode(seq2seq_step(model, src, src_pad, 1, use_cache), prefix, max_new_tokens=n, eos_id=eos,
+        return decode(seq2seq_step(model, roles, src, src_pad, 1, use_cache), prefix, max_new_tokens=n, eos_id=eos,
                       new_state=new_state)
-    return beam_search(seq2seq_step(model, src, src_pad, beam, use_cache), prefix, max_new_tokens=n,
+    return beam_search(seq2seq_step(model, roles, src, src_pad, beam, use_cache), prefix, max_new_tokens=n,
                        num_beams=beam, eos_id=eos, length_penalty=length_penalty, new_state=new_state)
 
 

@@ -47,8 +47,7 @@ def _main(argv: list[str]) -> None:
     if head is not None and not 0 <= int(head) < heads:
         raise ConfigError(f"head: {head} is out of range; layer {layer} has heads 0..{heads - 1}")
     out = Path(args["out"] or DEFAULT_OUT)
-    axes = {name: token_axes(model.model.spec, name, type(m).__name__ == "CrossAttention", ex.tokens)
-            for name, m in _modules(model.model, maps).items()}
+    axes = {name: token_axes(model.model.spec, name, ex.tokens) for name in maps}
     written = []
     for name, w in maps.items():
         queries, keys = axes[name]
@@ -59,12 +58,6 @@ def _main(argv: list[str]) -> None:
                   + ("mean over heads" if head is None else f"head {head}") + ":")
     console.print(coloured(keys, last_token_attention(maps[layer], None if head is None else int(head))))
     print(f"{len(written)} heatmaps written to {out}/" + ("" if args["out"] else "  (choose with out=DIR)"))
-
-
-def _modules(model, maps):
-    from builder.graph.assemble import block_modules
-    found = block_modules(model.graph, model.spec.graph)
-    return {name: found[name][0] for name in maps}
 
 
 if __name__ == "__main__":

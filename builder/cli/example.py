@@ -26,12 +26,13 @@ def split_verbatim(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def example(model: Any, raw: dict[str, str], values: Any) -> Example:
-    """The model inputs for one example of `model`'s task."""
-    task = model.task
+    """The model inputs for one example of `model`'s task, by the model's own input names (its roles)."""
+    task, roles = model.task, model.roles
     if task == "language_model":
         ids = model.prompt_ids(read_prompt({k: v for k, v in raw.items() if k.startswith("prompt")}))
-        ids = ids[-model.block_size:]
-        return Example({"idx": torch.tensor([ids])}, {"idx": [model.tokenizer.decode([i]) for i in ids]})
+        ids = ids[-model.context:] if model.context else ids
+        name = roles.inputs["tokens"]
+        return Example({name: torch.tensor([ids])}, {name: [model.tokenizer.decode([i]) for i in ids]})
     if task == "seq2seq":
         from builder.pairs import encode_all, special_ids
         if "text" not in raw:
@@ -42,12 +43,12 @@ def example(model: Any, raw: dict[str, str], values: Any) -> Example:
         src = encode_all(model.src_tok, [raw["text"].strip()])[0]
         _, bos, _ = special_ids(model.tgt_tok)
         tgt = [bos] + encode_all(model.tgt_tok, [target.strip()])[0]
-        return Example(
-            {"src": torch.tensor([src]), "src_pad": torch.zeros(1, len(src), dtype=torch.bool),
-             "tgt": torch.tensor([tgt]), "tgt_pad": torch.zeros(1, len(tgt), dtype=torch.bool)},
-            {"src": [model.src_tok.decode([i]) for i in src], "tgt": [model.tgt_tok.decode([i]) or "<s>" for i in tgt]})
+        inputs = roles.feed(source=torch.tensor([src]), source_padding=torch.zeros(1, len(src), dtype=torch.bool),
+                            target=torch.tensor([tgt]), target_padding=torch.zeros(1, len(tgt), dtype=torch.bool))
+        return Example(inputs, {roles.inputs["source"]: [model.src_tok.decode([i]) for i in src],
+                                roles.inputs["target"]: [model.tgt_tok.decode([i]) or "<s>" for i in tgt]})
     if values is None:
         raise ConfigError("input: required, e.g. input=[32,107,56,11.2]")
-    x = torch.as_tensor(values, dtype=torch.float32)
-    name = model.model.input_names[0]
-    return Example({name: x[None] if x.dim() == 1 else x})
+    from builder.serve.api import as_input
+    name = roles.inputs["features"] if "features" in roles.inputs else model.model.input_names[0]
+    return Example({name: as_input("input", values, name, model.model.input_specs[name], one_row=True)})

@@ -69,7 +69,7 @@ class Attention(nn.Module):
         return merge_heads(F.dropout(w, p) @ v)  # (B, T, C)
 
 
-@block("self_attention")
+@block("self_attention", attention=("x",))
 class SelfAttention(Attention):
     """Multi-head self-attention (optionally causal) with a fused qkv projection and a KV cache for decoding.
 
@@ -129,7 +129,7 @@ class SelfAttention(Attention):
         return k, v, pad_mask
 
 
-@block("cross_attention")
+@block("cross_attention", attention=("x", "kv"))
 class CrossAttention(Attention):
     """Multi-head attention from queries x (B, T, dim) to keys/values kv (B, S, kv_dim), e.g. an encoder output.
 

@@ -18,7 +18,7 @@ class ClassifierHead(CPULinear):
         return super().forward(x)  # (..., num_classes)
 
 
-@block("lm_head")
+@block("lm_head", vocabulary="vocab_size")
 class LMHead(CPULinear):
     """Linear layer producing vocabulary logits; `weight` is (vocab_size, dim), tieable to token_embedding.weight."""
 

@@ -211,10 +211,9 @@ class ParallelData(L.LightningDataModule):
                               "data.tokenizer.path unset to train one on this data") from None
 
     def model_sizes(self) -> dict[str, int]:
-        """Values for `auto` model variables."""
+        """Sizes by role, for `auto` model variables (task.sizes says which variable takes which)."""
         self.prepare()
-        return {"src_vocab_size": self.src_tok.vocab_size, "tgt_vocab_size": self.tgt_tok.vocab_size,
-                "vocab_size": self.tgt_tok.vocab_size}
+        return {"source_vocab": self.src_tok.vocab_size, "target_vocab": self.tgt_tok.vocab_size}
 
     def get_tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
         """(source, target) tokenizers; the same object twice when shared."""

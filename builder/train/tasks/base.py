@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from builder.contract import Roles
+from builder.errors import ConfigError
+
 CHECKPOINT_FORMAT = 1
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -35,18 +38,16 @@ class Task(L.LightningModule):
         self.monitor = self.task_cfg.get("monitor") or self.monitor
         self.mode = self.task_cfg.get("mode") or self.mode
         self.loss_name = self.task_cfg.get("loss") or "cross_entropy"
+        self.roles = Roles(self.task_cfg, model.spec)  # the task's roles -> this model's input and output names
         # the compiled wrapper is kept outside the module tree so parameter names (and checkpoints) stay plain
         self.__dict__["_run"] = torch.compile(model) if cfg.get("compile") else model
         self._tick: float | None = None
         self._rate: float | None = None
 
-    def run_model(self, *inputs: Any) -> Any:
-        """The model's output; with several outputs, the one named by `task.output`."""
-        out = self._run(*inputs)
-        if isinstance(out, dict):
-            key = self.task_cfg.get("output") or next(iter(out))
-            out = out[key]
-        return out
+    def run_model(self, role: str = "logits", **by_role: Any) -> Any:
+        """The model's output for `role`, fed its inputs by role: run_model(tokens=x) feeds x to the input
+        task.inputs.tokens names and returns the output task.outputs.logits names."""
+        return self.roles.read(self._run(**self.roles.feed(**by_role)), role)
 
     # --- per task -------------------------------------------------------------------------------------
 
@@ -106,3 +107,20 @@ class Task(L.LightningModule):
             "config": self.cfg,
             "imports": list(self.cfg["model"].get("imports") or []),
         }
+
+
+def check_vocabulary(spec: Any, roles: Roles, role: str, size: str, tokens: int, predicted: bool = True) -> None:
+    """A tokenizer of `tokens` ids fits the embedding table of the input `role` is fed to and, when the model
+    predicts those ids (`predicted`), the logits; else a one-line ConfigError naming the model variable that
+    the data's `size` fills."""
+    from builder.contract import output_vocabulary, vocabulary
+    name = roles.inputs[role]
+    tables = {f"the embedding of input '{name}'": vocabulary(spec, name)}
+    if predicted:
+        tables[f"the output '{roles.outputs['logits']}'"] = output_vocabulary(spec, roles.outputs["logits"])
+    variable = roles.sizes.get(size)
+    for where, rows in tables.items():
+        if rows is not None and tokens > rows:
+            fix = f"set model.{variable}=auto or a larger size" if variable else "make the table larger"
+            raise ConfigError(f"model.{variable or 'nodes'}: {where} has {rows} rows, fewer than the tokenizer's "
+                              f"{tokens} tokens; {fix}")

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from builder.errors import ConfigError
-from builder.train.tasks.base import Task
+from builder.train.tasks.base import Task, check_vocabulary
 
 IGNORE = -100  # targets already scored by another validation window
 
@@ -36,7 +35,7 @@ class LanguageModelTask(Task):
 
     def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         x, y = batch  # (B, T), (B, T)
-        logits = self.run_model(x)  # (B, T, V)
+        logits = self.run_model(tokens=x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
         # training windows score every position; counting them would cost a device sync per step
         n = y.numel() if self.training else int((y != IGNORE).sum())
@@ -51,10 +50,7 @@ class LanguageModelTask(Task):
         if self.tokenizer is None:
             return
         self.char_level = self.tokenizer.kind == "char"
-        vocab = self.model.spec.variables.get("vocab_size")
-        if isinstance(vocab, int) and self.tokenizer.vocab_size > vocab:
-            raise ConfigError(f"model.vocab_size: {vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size} "
-                              "tokens; set model.vocab_size=auto or a larger size")
+        check_vocabulary(self.model.spec, self.roles, "tokens", "vocab", self.tokenizer.vocab_size)
         if stage == "fit":
             self.tokenizer.save(Path(self.trainer.default_root_dir) / "tokenizer.json")
 
@@ -103,8 +99,7 @@ class LanguageModelTask(Task):
         with rank_zero_model(self) as model:
             if model is None:
                 return None
-            block_size = int(model.spec.variables.get("block_size") or 10**9)
-            out = decode(lm_step(model, block_size), torch.tensor([ids], device=self.device), max_new_tokens=n,
+            out = decode(lm_step(model, self.roles), torch.tensor([ids], device=self.device), max_new_tokens=n,
                          temperature=float(self.task_cfg.get("sample_temperature", 0.8)),
                          top_k=self.task_cfg.get("sample_top_k"),
                          generator=torch.Generator(self.device).manual_seed(int(self.cfg.get("seed", 0))))

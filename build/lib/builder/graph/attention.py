@@ -93,17 +93,10 @@ def coloured(tokens: list[str], weights: torch.Tensor) -> Any:
     return text
 
 
-def token_axes(spec, qualified: str, cross: bool, tokens: dict[str, list[str]]) -> tuple[list[str], list[str]]:
-    """The tokens along the query and key axes of an attention node, found by which model input feeds it."""
-    from builder.graph.assemble import input_dependencies
-    deps = input_dependencies(spec)
-    top, *rest = qualified.split(".")
-    node = spec.graph.nodes[top]
-    inner = node.body.nodes[rest[-1]] if node.body is not None else node
-
-    def tokens_of(src: str) -> list[str]:
-        feeding = deps.get(src, {src})
-        return next((tokens[name] for name in tokens if name in feeding), [])
-
-    queries = tokens_of(node.inputs["in"] if node.body is not None else inner.inputs["x"])
-    return queries, tokens_of(inner.inputs["kv"]) if cross else queries
+def token_axes(spec: Any, qualified: str, tokens: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """The tokens along the query and key axes of attention node `qualified` ("layers.0.attn"): those of the
+    model inputs its query and key ports come from (builder/contract.py attention_inputs); `tokens` maps
+    model input names to their tokens."""
+    from builder.contract import attention_inputs
+    queries, keys = attention_inputs(spec, qualified)
+    return tokens.get(queries, []), tokens.get(keys, [])

@@ -1,15 +1,16 @@
 """The block registry: block names -> typed argument schemas and the Python objects behind them.
 
-Built-in blocks are described by reading `blocks/*.py` with `ast`, so a config can be checked against
-every schema without importing torch. The objects themselves are imported only when a model is built.
-User blocks register with the same decorator, from modules a config names under `imports:` or from
-installed packages through the `builder.blocks` entry-point group.
+Every block's schema is read from its source with `ast`: built-ins by scanning `blocks/*.py`, so a config is
+checked against every schema without importing torch (the objects are imported only when a model is built),
+user blocks from their own source when the decorator registers them, from modules a config names under
+`imports:` or from installed packages through the `builder.blocks` entry-point group.
 """
 from __future__ import annotations
 
 import ast
 import importlib
 import inspect
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +50,7 @@ class BlockSchema:
     doc: str = ""
     stateful: bool = False  # forward takes `state` (incremental decoding)
     obj: Any = None  # the class or function, once imported
+    traits: dict[str, Any] = field(default_factory=dict)  # what the block is: positions, vocabulary, attention
 
     def load(self) -> Any:
         if self.obj is None:
@@ -68,72 +70,39 @@ class RegistryError(Exception):
     pass
 
 
-# ---------------------------------------------------------------- the decorator (run time)
+# ---------------------------------------------------------------- reading a block's schema from its source
 
-def block(name: str) -> Callable[[Any], Any]:
+def block(name: str, **traits: Any) -> Callable[[Any], Any]:
     """Register a class (an nn.Module) or a function as block `name`.
 
     Arguments are the keyword parameters of `__init__` (classes) or the keyword-only parameters
     (functions), with type annotations and defaults; ports are the parameters of `forward` (classes)
     or the positional parameters (functions). A parameter named `state` receives the decoding state.
+    `traits` tell tasks and commands what the block is, whatever the node is called (builder/contract.py):
+    positions="max_len" (the argument bounding the positions of its input), vocabulary="num_embeddings"
+    (the table its input ids index, or the classes it predicts), attention=("x", "kv") (its query and key
+    ports; attention weights can be captured).
     """
     def register(obj: Any) -> Any:
         _scan_builtins()  # a user block may not silently take a built-in's name
-        schema = _schema_from_object(name, obj)
+        try:
+            source = textwrap.dedent(inspect.getsource(obj))
+        except (OSError, TypeError):
+            raise RegistryError(f"block '{name}': its source cannot be read; define blocks in a module file") from None
+        schema = _schema_from_ast(name, ast.parse(source).body[0], obj.__module__, traits)
         old = _REGISTRY.get(name)
-        if old is not None and (old.module, old.qualname) != (schema.module, schema.qualname):
+        if old is not None and (old.module, old.qualname) != (schema.module, obj.__qualname__):
             raise RegistryError(f"block '{name}' is registered twice: {old.module}.{old.qualname} "
-                                f"and {schema.module}.{schema.qualname}")
+                                f"and {schema.module}.{obj.__qualname__}")
+        schema.qualname, schema.obj = obj.__qualname__, obj
         _REGISTRY[name] = schema
         return obj
     return register
 
 
-def _annotation_text(annotation: Any) -> str:
-    if annotation is inspect.Parameter.empty:
-        return "Any"
-    if isinstance(annotation, str):
-        return _normalise_type(annotation)
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return _normalise_type(str(annotation).replace("typing.", ""))
-
-
 def _normalise_type(text: str) -> str:
     return text.replace('"', "'").replace("typing.", "")
 
-
-def _schema_from_object(name: str, obj: Any) -> BlockSchema:
-    doc = (inspect.getdoc(obj) or "").split("\n\n")[0].replace("\n", " ")
-    args: dict[str, Arg] = {}
-    ports: list[Port] = []
-    stateful = False
-    if inspect.isclass(obj):
-        init_params = list(inspect.signature(obj.__init__).parameters.values())[1:]
-        fwd_params = list(inspect.signature(obj.forward).parameters.values())[1:]
-    else:
-        params = list(inspect.signature(obj).parameters.values())
-        init_params = [p for p in params if p.kind is p.KEYWORD_ONLY]
-        fwd_params = [p for p in params if p.kind is not p.KEYWORD_ONLY]
-    for p in init_params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        required = p.default is inspect.Parameter.empty
-        args[p.name] = Arg(p.name, _annotation_text(p.annotation), None if required else p.default, required)
-    for p in fwd_params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if p.name == "state":
-            stateful = True
-            continue
-        ports.append(Port(p.name, p.default is inspect.Parameter.empty))
-    clash = [n for n in list(args) + [p.name for p in ports] if n in RESERVED] + [p.name for p in ports if p.name in args]
-    if clash:
-        raise RegistryError(f"block '{name}': parameter name(s) {clash} clash with node keys or with each other")
-    return BlockSchema(name, obj.__module__, obj.__qualname__, args, ports, doc, stateful, obj)
-
-
-# ---------------------------------------------------------------- built-ins, read without importing
 
 def _literal(node: ast.AST) -> Any:
     try:
@@ -159,32 +128,41 @@ def _params_of(fn: ast.FunctionDef, skip_self: bool) -> list[tuple[str, str, Any
     return out
 
 
+def _schema_from_ast(name: str, node: ast.AST, module: str, traits: dict[str, Any]) -> BlockSchema:
+    """The schema of a block class or function, from its syntax tree: one reading for built-ins (scanned
+    without importing them) and user blocks (read from their source when they register)."""
+    if isinstance(node, ast.ClassDef):
+        methods = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
+        init = _params_of(methods["__init__"], True) if "__init__" in methods else []
+        if "forward" not in methods:
+            raise RegistryError(f"block '{name}': class {node.name} has no forward method")
+        fwd = _params_of(methods["forward"], True)
+    elif isinstance(node, ast.FunctionDef):
+        params = _params_of(node, False)
+        init, fwd = [p for p in params if p[4]], [p for p in params if not p[4]]
+    else:
+        raise RegistryError(f"block '{name}': only classes and functions can be blocks")
+    args = {n: Arg(n, t, d, r) for n, t, d, r, _ in init if not n.startswith("*")}
+    ports = [Port(n, r) for n, _, _, r, _ in fwd if n != "state"]
+    clash = [n for n in list(args) + [p.name for p in ports] if n in RESERVED] + [p.name for p in ports if p.name in args]
+    if clash:
+        raise RegistryError(f"block '{name}': parameter name(s) {clash} clash with node keys or with each other")
+    doc = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+    return BlockSchema(name, module, node.name, args, ports, doc, any(p[0] == "state" for p in fwd),
+                       traits=dict(traits))
+
+
 def _scan_file(path: Path, module: str) -> list[BlockSchema]:
     tree = ast.parse(path.read_text(), str(path))
     found = []
     for node in tree.body:
         if not isinstance(node, (ast.ClassDef, ast.FunctionDef)):
             continue
-        names = [d.args[0].value for d in node.decorator_list
-                 if isinstance(d, ast.Call) and getattr(d.func, "id", getattr(d.func, "attr", None)) == "block"
-                 and d.args and isinstance(d.args[0], ast.Constant)]
-        if not names:
-            continue
-        if isinstance(node, ast.ClassDef):
-            methods = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
-            init = [p for p in _params_of(methods["__init__"], True)] if "__init__" in methods else []
-            fwd = _params_of(methods["forward"], True)
-            doc = ast.get_docstring(node) or ""
-        else:
-            params = _params_of(node, False)
-            init = [p for p in params if p[4]]
-            fwd = [p for p in params if not p[4]]
-            doc = ast.get_docstring(node) or ""
-        args = {n: Arg(n, t, d, r) for n, t, d, r, _ in init}
-        ports = [Port(n, r) for n, _, _, r, _ in fwd if n != "state"]
-        stateful = any(p[0] == "state" for p in fwd)
-        found.append(BlockSchema(names[0], module, node.name, args, ports,
-                                 doc.split("\n\n")[0].replace("\n", " "), stateful))
+        for d in node.decorator_list:
+            if (isinstance(d, ast.Call) and getattr(d.func, "id", getattr(d.func, "attr", None)) == "block"
+                    and d.args and isinstance(d.args[0], ast.Constant)):
+                traits = {k.arg: ast.literal_eval(k.value) for k in d.keywords if k.arg}
+                found.append(_schema_from_ast(d.args[0].value, node, module, traits))
     return found
 
 

@@ -8,6 +8,7 @@ extend `LoadedModel` the same way (`generate`, `translate`).
 """
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import reprlib
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from builder.contract import Roles
 from builder.serve import checkpoint
 from builder.errors import ConfigError
 
@@ -111,6 +113,7 @@ class LoadedModel:
         self.config = loaded.config
         self.path = loaded.path
         self.tokenizer_json = loaded.tokenizer
+        self.roles = Roles(loaded.config["task"], loaded.model.spec)  # the task's roles -> the model's names
 
     @property
     def task(self) -> str:
@@ -161,34 +164,13 @@ class Classifier(LoadedModel):
         """Labels and class probabilities for raw input values: one row (a batch of one), a batch of rows, or
         an empty batch ([] or 0 rows: labels [] and probs of shape (0, C)); nested lists, numpy arrays and
         tensors alike. Another width or rank, ragged rows or non-numbers raise a one-line ConfigError."""
-        name, spec = next(iter(self.model.input_specs.items()))
-        out = self.model(as_input("inputs", inputs, name, spec, one_row=True))
-        if isinstance(out, dict):
-            out = out[self.config["task"].get("output") or next(iter(out))]
-        probs = out.float().softmax(-1)  # (N, C)
+        name = self.roles.inputs["features"]
+        x = as_input("inputs", inputs, name, self.model.input_specs[name], one_row=True)
+        probs = self.roles.read(self.model(**{name: x})).float().softmax(-1)  # (N, C)
         classes = self.classes
         if len(classes) != probs.shape[-1]:
             classes = [str(i) for i in range(probs.shape[-1])]  # the config names a different number of classes
         return Prediction([classes[i] for i in probs.argmax(-1).tolist()], probs)
-
-
-# task name -> the loaded-model class (by import path, imported only when such a model is loaded)
-LOADED = {
-    "classification": "builder.serve.api:Classifier",
-    "language_model": "builder.serve.lm:LanguageModel",
-    "seq2seq": "builder.serve.translation:Translator",
-}
-
-
-def loaded_class(task: str) -> type[LoadedModel]:
-    import importlib
-    target = LOADED.get(task)
-    if target is None:
-        return LoadedModel
-    if isinstance(target, str):
-        module, name = target.split(":")
-        target = getattr(importlib.import_module(module), name)
-    return target
 
 
 def load(path: str | Path, allow_imports: bool = False) -> LoadedModel:
@@ -196,5 +178,10 @@ def load(path: str | Path, allow_imports: bool = False) -> LoadedModel:
 
     allow_imports=True lets the model's `imports:` modules (user blocks) be imported; they run code.
     """
+    from builder.plugins import TASKS
     loaded = checkpoint.load(path, allow_imports=allow_imports)
-    return loaded_class(loaded.config["task"]["name"])(loaded)
+    entry = TASKS.entries.get(loaded.config["task"]["name"])
+    if entry is None:
+        return LoadedModel(loaded)
+    module, attr = entry.meta["loaded"].split(":")
+    return getattr(importlib.import_module(module), attr)(loaded)

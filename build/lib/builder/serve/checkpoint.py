@@ -76,11 +76,16 @@ def read_config(path: Path) -> tuple[dict[str, Any], str | None]:
 
 
 def check_imports(cfg: dict[str, Any], allow_imports: bool, where: Path) -> None:
-    modules = list(cfg.get("model", {}).get("imports") or [])
+    """Refuse a model that needs user modules (its blocks under model.imports, its task or data source under
+    imports) unless the caller allows importing them; when allowed, import the task and data modules."""
+    modules = list(cfg.get("model", {}).get("imports") or []) + list(cfg.get("imports") or [])
     if modules and not allow_imports:
         raise CheckpointError(
-            f"ckpt: {where} needs the Python module(s) {', '.join(modules)} for its blocks, and importing a module "
-            "runs its code; if you trust them, pass allow_imports=true (allow_imports=True in Python)")
+            f"ckpt: {where} needs the Python module(s) {', '.join(modules)} for its blocks, task or data, and "
+            "importing a module runs its code; if you trust them, pass allow_imports=true (allow_imports=True in "
+            "Python)")
+    from builder.plugins import import_modules
+    import_modules(list(cfg.get("imports") or []))
 
 
 def load(path: str | Path, allow_imports: bool = False) -> Loaded:

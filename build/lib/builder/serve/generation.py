@@ -13,7 +13,7 @@ function that needs per-item inputs (an encoder's source) repeats them with `rep
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -151,20 +151,28 @@ def add_finished(hyps: list[tuple[float, torch.Tensor]], hyp: tuple[float, torch
         hyps.remove(min(hyps, key=lambda h: h[0]))
 
 
-def lm_step(model: torch.nn.Module, block_size: int, use_cache: bool = True) -> Step:
-    """The step function of a decoder-only language model with learned positions (GPT).
+def lm_step(model: torch.nn.Module, roles: Any = None, use_cache: bool = True) -> Step:
+    """The step function of a decoder-only language model; `roles` (builder.contract.Roles) names the input
+    fed the tokens and the output read as logits (default: the model's only input and output).
 
-    With the cache each new token costs one position. Once the sequence is longer than block_size the
-    window slides: absolute positions shift by one each token, so cached keys no longer apply and the
-    last block_size tokens are recomputed from a fresh state (each token then costs a full window). The
-    logits are exactly those of the uncached model on the cropped context, so both agree token for token.
+    With the cache each new token costs one position. A model with a table of learned or sinusoidal
+    positions (a `positions` block on the tokens' path) takes at most that many tokens: once the sequence is
+    longer the window slides, absolute positions shift by one each token, so cached keys no longer apply and
+    the last window is recomputed from a fresh state (each token then costs a full window). The logits are
+    exactly those of the uncached model on the cropped context, so both agree token for token.
     """
+    from builder.contract import context_length
+    name = roles.inputs["tokens"] if roles is not None else model.input_names[0]
+    window = context_length(model.spec, name) or 10**9
+    read = roles.read if roles is not None else (lambda out: out if isinstance(out, torch.Tensor) else
+                                                 next(iter(out.values())))
+
     def step(tokens: torch.Tensor, state: DecodeState) -> torch.Tensor:
-        if not use_cache or tokens.shape[1] > block_size:
+        if not use_cache or tokens.shape[1] > window:
             if state.offset:
                 state.__init__(tuple(state.static))  # drop the caches in place (beam search holds this object)
-            return model(tokens[:, -block_size:])[:, -1]  # (B, V)
-        logits = model(tokens[:, state.offset:], state=state)[:, -1]  # (B, V)
+            return read(model(**{name: tokens[:, -window:]}))[:, -1]  # (B, V)
+        logits = read(model(**{name: tokens[:, state.offset:]}, state=state))[:, -1]  # (B, V)
         state.advance(tokens.shape[1] - state.offset)
         return logits
     return step

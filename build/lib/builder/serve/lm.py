@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from builder.contract import context_length
 from builder.serve.api import LoadedModel, as_texts, check_number
 from builder.errors import ConfigError
 from builder.tokenizer import Tokenizer
@@ -43,7 +44,7 @@ class LanguageModel(LoadedModel):
         if not self.tokenizer_json:
             raise ConfigError(f"ckpt: {self.path} holds no tokenizer, so text cannot be encoded for it")
         self.tokenizer = Tokenizer.from_str(self.tokenizer_json)
-        self.block_size = int(self.config["model"].get("block_size") or 10**9)
+        self.context = context_length(self.model.spec, self.roles.inputs["tokens"])  # None: no position table
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """The prompt's ids; an empty prompt starts from <|endoftext|> (GPT-2) or a newline."""
@@ -92,7 +93,7 @@ class LanguageModel(LoadedModel):
             if out_stream is not None and (eos is None or int(nxt[0]) != eos):
                 out_stream.add([int(nxt[0])])
 
-        out = decode(lm_step(self.model, self.block_size, use_cache), torch.tensor([ids], device=device),
+        out = decode(lm_step(self.model, self.roles, use_cache), torch.tensor([ids], device=device),
                      max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=top_k, top_p=top_p,
                      num_beams=int(num_beams), length_penalty=float(length_penalty), eos_id=eos,
                      generator=generator, on_token=on_token)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from builder.contract import Roles
 from builder.errors import ConfigError
 from builder.pairs import encode_all, pad_batch, special_ids, target_text, tokenizers_from_str
 from builder.serve.api import LoadedModel, as_texts, check_number
@@ -17,9 +18,9 @@ from builder.serve.seq2seq import generate
 from builder.tokenizer import Tokenizer
 
 
-def translate_texts(model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer, texts: list[str], *,
-                    num_beams: int = 1, length_penalty: float = 1.0, batch_size: int = 64,
-                    max_len_ratio: float = 2.0, use_cache: bool = True, output: str | None = None) -> list[str]:
+def translate_texts(model: torch.nn.Module, roles: Roles, src_tok: Tokenizer, tgt_tok: Tokenizer, texts: list[str],
+                    *, num_beams: int = 1, length_penalty: float = 1.0, batch_size: int = 64,
+                    max_len_ratio: float = 2.0, use_cache: bool = True) -> list[str]:
     """Translations in input order; sources are batched by length so that little work goes to padding."""
     pad, _, _ = special_ids(src_tok)
     _, bos, eos = special_ids(tgt_tok)
@@ -30,8 +31,8 @@ def translate_texts(model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokeniz
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         src, src_pad = (t.to(device) for t in pad_batch([ids[i] for i in chunk], pad))  # (B, S)
-        rows = generate(model, src, src_pad, bos, eos, num_beams=num_beams, length_penalty=length_penalty,
-                        max_len_ratio=max_len_ratio, use_cache=use_cache, output=output)
+        rows = generate(model, roles, src, src_pad, bos, eos, num_beams=num_beams, length_penalty=length_penalty,
+                        max_len_ratio=max_len_ratio, use_cache=use_cache)
         for i, row in zip(chunk, rows):
             result[i] = target_text(tgt_tok, row) if ids[i] else ""  # an empty line stays empty
     return result
@@ -54,7 +55,6 @@ class Translator(LoadedModel):
         check_number("num_beams", num_beams, 1, integer=True)
         check_number("length_penalty", length_penalty)
         check_number("batch_size", batch_size, 1, integer=True)
-        out = translate_texts(self.model, self.src_tok, self.tgt_tok, items,
-                              num_beams=num_beams, length_penalty=length_penalty, batch_size=batch_size,
-                              use_cache=use_cache, output=self.config["task"].get("output"))
+        out = translate_texts(self.model, self.roles, self.src_tok, self.tgt_tok, items, num_beams=num_beams,
+                              length_penalty=length_penalty, batch_size=batch_size, use_cache=use_cache)
         return out[0] if one else out

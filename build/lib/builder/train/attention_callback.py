@@ -18,17 +18,20 @@ MAX_TOKENS = 48  # longer examples are cut: a heatmap of more tokens than this i
 
 
 def example_of(task: Any, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]] | None:
-    """Model inputs (one row) and their tokens from a validation batch of a language or translation task."""
+    """Model inputs (one row, by the model's own input names) and their tokens from a validation batch of a
+    language or translation task."""
+    roles = task.roles
     if task.name == "language_model" and task.tokenizer is not None:
-        x = batch[0][:1, :MAX_TOKENS]
-        return {"idx": x}, {"idx": [task.tokenizer.decode([i]) for i in x[0].tolist()]}
+        x, name = batch[0][:1, :MAX_TOKENS], roles.inputs["tokens"]
+        return {name: x}, {name: [task.tokenizer.decode([i]) for i in x[0].tolist()]}
     if task.name == "seq2seq" and task.src_tok is not None:
         src, src_pad = batch["src"][:1], batch["src_pad"][:1]
         tgt, tgt_pad = batch["tgt_in"][:1], batch["tgt_pad"][:1]
         n_src, n_tgt = min(int((~src_pad).sum()), MAX_TOKENS), min(int((~tgt_pad).sum()), MAX_TOKENS)
-        inputs = {"src": src[:, :n_src], "src_pad": src_pad[:, :n_src], "tgt": tgt[:, :n_tgt], "tgt_pad": tgt_pad[:, :n_tgt]}
-        return inputs, {"src": [task.src_tok.decode([i]) for i in inputs["src"][0].tolist()],
-                        "tgt": [task.tgt_tok.decode([i]) or "<s>" for i in inputs["tgt"][0].tolist()]}
+        inputs = roles.feed(source=src[:, :n_src], source_padding=src_pad[:, :n_src], target=tgt[:, :n_tgt],
+                            target_padding=tgt_pad[:, :n_tgt])
+        return inputs, {roles.inputs["source"]: [task.src_tok.decode([i]) for i in src[0, :n_src].tolist()],
+                        roles.inputs["target"]: [task.tgt_tok.decode([i]) or "<s>" for i in tgt[0, :n_tgt].tolist()]}
     return None
 
 
@@ -59,8 +62,7 @@ class AttentionMaps(L.Callback):
         out = self.run_dir / "attention" / f"step_{trainer.global_step}"
         paths = []
         for name, w in maps.items():
-            cross = type(_module(model, name)).__name__ == "CrossAttention"
-            queries, keys = token_axes(model.spec, name, cross, tokens)
+            queries, keys = token_axes(model.spec, name, tokens)
             paths += save_heatmaps({name: w}, queries, keys, out)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # wandb: one panel per attention node
@@ -72,8 +74,3 @@ class AttentionMaps(L.Callback):
                 for p in paths:
                     image = np.asarray(Image.open(p).convert("RGB"))
                     logger.experiment.add_image(f"attention/{p.stem}", image, trainer.global_step, dataformats="HWC")
-
-
-def _module(model: Any, name: str) -> torch.nn.Module:
-    from builder.graph.assemble import block_modules
-    return block_modules(model.graph, model.spec.graph)[name][0]

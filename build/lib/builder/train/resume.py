@@ -110,7 +110,7 @@ def differences(a: Any, b: Any, path: str, missing_there: bool = True) -> list[s
         found = []
         for key in list(a) + [k for k in b if k not in a]:
             if key not in a or key not in b:
-                if key in a or missing_there:
+                if (key in a and a[key] is not None) or (key not in a and missing_there):
                     found.append(f"{path}.{key} is {'missing' if key not in a else repr(a[key])} there and "
                                  f"{'missing' if key not in b else repr(b[key])} here")
             else:

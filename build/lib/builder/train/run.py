@@ -20,21 +20,25 @@ SECTIONS = ("data", "model", "task", "optim", "trainer")
 
 def check(cfg: DictConfig) -> None:
     """Every problem in the config we can find without torch, raised together as one ConfigError."""
-    from builder.train.data import check_data
+    from builder.contract import check_binding, check_data, check_task
     from builder.graph.build import check_structure
-    from builder.train.loggers import check_loggers
     from builder.graph.prepare import prepare_model_config
-    from builder.train.tasks import check_task
+    from builder.plugins import import_modules
+    from builder.train.loggers import check_loggers
+    import_modules(list(cfg.get("imports") or []))  # a user's tasks and data sources register on import
     problems = [f"{s}: missing (the defaults list in conf/train.yaml selects it)" for s in SECTIONS if s not in cfg]
+    spec = None
     if "model" in cfg:
         try:
-            check_structure(prepare_model_config(cfg))  # `auto` sizes get placeholders until the data is known
+            spec = check_structure(prepare_model_config(cfg))  # `auto` sizes get placeholders until the data is known
         except ConfigError as e:
             problems += e.problems
-    if "task" in cfg:
-        problems += check_task(cfg.task)
+    task_problems = check_task(cfg.task) if "task" in cfg else []
+    problems += task_problems
+    if spec is not None and "task" in cfg and not task_problems:
+        problems += check_binding(OmegaConf.to_container(cfg.task, resolve=True), spec)
     if "data" in cfg:
-        problems += check_data(cfg.data)
+        problems += check_data(cfg.data, cfg.get("task"))
     if "trainer" in cfg and not OmegaConf.select(cfg, "trainer._target_"):
         problems.append("trainer._target_: missing; the trainer config holds lightning.Trainer arguments")
     if "optim" in cfg and not OmegaConf.select(cfg, "optim.optimizer._target_"):
@@ -117,6 +121,7 @@ class Run:
         from builder.graph.build import build_model
         from builder.train.loggers import finish, log_run_info, make_loggers
         from builder.graph.prepare import prepare_model_config
+        from builder.contract import binding
         from builder.train.resume import first_difference, model_changed
         cfg, run_dir, resumed = self.cfg, self.run_dir, self.resumed
         quiet_lightning_twins()
@@ -130,7 +135,9 @@ class Run:
         data = datamodule(plain["data"], seed=int(cfg.seed))
         make_resumable(data, int(cfg.seed))
         # `auto` model sizes (e.g. vocab_size) come from the data; the checkpoint keeps the filled-in model config
-        plain["model"] = prepare_model_config(cfg, sizes=data.model_sizes() if hasattr(data, "model_sizes") else None)
+        sizes = data.model_sizes() if hasattr(data, "model_sizes") else {}  # by role: {"vocab": 65}
+        bound = binding(plain["task"])["sizes"]  # role -> the model variable it fills
+        plain["model"] = prepare_model_config(cfg, sizes={bound[r]: n for r, n in sizes.items() if bound.get(r)})
         ckpt_path, resume_step = (resumed.path, resumed.step) if resumed else (None, None)
         if resumed and (diff := first_difference(resumed.config["model"], plain["model"], "model")):
             raise model_changed(resumed.path, diff)  # the same settings, but the data gave other sizes

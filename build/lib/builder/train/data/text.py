@@ -265,8 +265,9 @@ class TextData(L.LightningDataModule):
         return tok
 
     def model_sizes(self) -> dict[str, int]:
+        """Sizes by role, for `auto` model variables (task.sizes says which variable takes which)."""
         self.setup()  # the corpus is tokenized now, so a text the tokenizer cannot encode fails before training
-        return {"vocab_size": self.get_tokenizer().vocab_size}
+        return {"vocab": self.get_tokenizer().vocab_size}
 
     def check_alphabet(self, tok: Tokenizer) -> None:
         """A tokenizer not trained on this text must encode each of its characters."""

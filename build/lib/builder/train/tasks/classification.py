@@ -25,8 +25,8 @@ class ClassificationTask(Task):
     metrics = ("acc",)
 
     def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
-        *inputs, target = batch
-        logits = self.run_model(*inputs)  # (B, C)
+        features, target = batch
+        logits = self.run_model(features=features)  # (B, C)
         loss = classification_loss(self.loss_name, logits, target)
         acc = (logits.argmax(-1) == target).float().mean()
         return loss, target.shape[0], {"acc": acc}

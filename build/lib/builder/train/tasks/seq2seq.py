@@ -1,7 +1,7 @@
 """Sequence to sequence (translation): an encoder-decoder trained with teacher forcing, scored on decoded text.
 
-The model takes src, src_pad, tgt, tgt_pad (pad masks True at padding) and returns next-token logits
-(B, T, V); the decoder reads <s> y and is trained to predict y </s> with label-smoothed cross-entropy.
+The model takes the roles source, source_padding, target, target_padding (pad masks True at padding; the
+task config binds them to the model's input names) and returns next-token logits (B, T, V); the decoder reads <s> y and is trained to predict y </s> with label-smoothed cross-entropy.
 Each validation greedily decodes the whole validation split and logs, next to val/loss:
     val/exact_match  fraction of outputs equal to the reference (0..1, on the progress bar)
     val/chrf         sacrebleu chrF (0..100)
@@ -17,20 +17,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from builder.contract import context_length
 from builder.errors import ConfigError
-from builder.train.tasks.base import Task
 from builder.pairs import special_ids, target_text, tokenizers_to_str
-from builder.serve.seq2seq import generate, logits_of
+from builder.serve.seq2seq import generate
+from builder.train.tasks.base import Task, check_vocabulary
 
 IGNORE = -100  # label at padded target positions
 
 
 def text_metrics(hyps: list[str], refs: list[str], bleu_tokenize: str = "auto") -> dict[str, float]:
     """exact_match (0..1), chrf and bleu (sacrebleu, 0..100) of a corpus of outputs."""
-    try:
-        import sacrebleu
-    except ImportError:
-        raise ConfigError("task.name=seq2seq: validation needs sacrebleu (pip install 'builder[translate]')") from None
+    import sacrebleu
     if bleu_tokenize == "auto":  # single-word targets have no words to count n-grams of: use characters
         bleu_tokenize = "char" if not any(len(r.split()) > 1 for r in refs) else "13a"
     exact = sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs))
@@ -51,8 +49,8 @@ class Seq2SeqTask(Task):
         self.outputs: list[tuple[str, str]] = []  # (hypothesis, reference) of the current evaluation pass
 
     def forward_logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        out = self._run(src=batch["src"], src_pad=batch["src_pad"], tgt=batch["tgt_in"], tgt_pad=batch["tgt_pad"])
-        return logits_of(out, self.task_cfg.get("output"))  # (B, T, V)
+        return self.run_model(source=batch["src"], source_padding=batch["src_pad"], target=batch["tgt_in"],
+                              target_padding=batch["tgt_pad"])  # (B, T, V)
 
     def step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         logits = self.forward_logits(batch)  # (B, T, V)
@@ -70,16 +68,17 @@ class Seq2SeqTask(Task):
         if self.tgt_tok is None:
             raise ConfigError("task.name=seq2seq: the data module has no tokenizers "
                               "(use data=parallel or data=numbers)")
-        variables = self.model.spec.variables
-        for side, tok in (("src_vocab_size", self.src_tok), ("tgt_vocab_size", self.tgt_tok)):
-            if isinstance(variables.get(side), int) and tok.vocab_size > variables[side]:
-                raise ConfigError(f"model.{side}: {variables[side]} is smaller than the tokenizer's {tok.vocab_size} "
-                                  f"tokens; set model.{side}=auto")
-        limit, splits = variables.get("max_len"), getattr(dm, "ids", None) or {}
-        longest = max((max(len(s), len(t) + 1) for items in splits.values() for s, t, _ in items), default=0)
-        if isinstance(limit, int) and longest > limit:  # fail now, not at the first long batch
-            raise ConfigError(f"model.max_len: {limit} positions, but the data holds a sequence of {longest} tokens "
-                              "(<s> included); raise model.max_len or lower data.max_src_len / data.max_tgt_len")
+        spec, roles = self.model.spec, self.roles
+        check_vocabulary(spec, roles, "source", "source_vocab", self.src_tok.vocab_size, predicted=False)
+        check_vocabulary(spec, roles, "target", "target_vocab", self.tgt_tok.vocab_size)
+        splits = getattr(dm, "ids", None) or {}
+        for side, extra, pick in (("source", 0, 0), ("target", 1, 1)):  # the target gets <s> in front
+            limit = context_length(spec, roles.inputs[side])
+            longest = max((len(item[pick]) + extra for items in splits.values() for item in items), default=0)
+            if limit is not None and longest > limit:  # fail now, not at the first long batch
+                raise ConfigError(f"model: the {side} input '{roles.inputs[side]}' takes {limit} positions, but the "
+                                  f"data holds a {side} of {longest} tokens; give the model more positions or lower "
+                                  f"data.max_{'src' if side == 'source' else 'tgt'}_len")
         if stage == "fit":
             Path(self.trainer.default_root_dir, "tokenizer.json").write_text(self.tokenizer_json(), encoding="utf-8")
 
@@ -99,10 +98,9 @@ class Seq2SeqTask(Task):
         _, bos, eos = special_ids(self.tgt_tok)
         # every rank decodes the same batches; on a sharded model each step is a collective, so all stop together
         agree = (lambda finished: all_ranks(finished, self.device)) if is_sharded(self.model) else None
-        rows = generate(self.model, batch["src"], batch["src_pad"], bos, eos,
+        rows = generate(self.model, self.roles, batch["src"], batch["src_pad"], bos, eos,
                         num_beams=int(self.task_cfg.get("eval_num_beams", 1)),
-                        max_len_ratio=float(self.task_cfg.get("max_len_ratio", 2.0)),
-                        output=self.task_cfg.get("output"), agree=agree)
+                        max_len_ratio=float(self.task_cfg.get("max_len_ratio", 2.0)), agree=agree)
         return [target_text(self.tgt_tok, r) for r in rows]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
