@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from builder.graph.cpu_linear import Linear
 from builder.graph.registry import block
 
 
@@ -80,8 +79,8 @@ class SelfAttention(Attention):
     def __init__(self, dim: int, heads: int, causal: bool = False, dropout: float = 0.0, bias: bool = True):
         super().__init__(dim, heads, dropout)
         self.causal = causal
-        self.qkv = Linear(dim, 3 * dim, bias=bias)
-        self.proj = Linear(dim, dim, bias=bias)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
         self.proj.residual_projection = True  # its output joins the residual stream
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, state=None) -> torch.Tensor:
@@ -139,9 +138,9 @@ class CrossAttention(Attention):
 
     def __init__(self, dim: int, heads: int, kv_dim: int | None = None, dropout: float = 0.0, bias: bool = True):
         super().__init__(dim, heads, dropout)
-        self.q = Linear(dim, dim, bias=bias)
-        self.kv_proj = Linear(kv_dim or dim, 2 * dim, bias=bias)
-        self.proj = Linear(dim, dim, bias=bias)
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv_proj = nn.Linear(kv_dim or dim, 2 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
         self.proj.residual_projection = True  # its output joins the residual stream
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor, kv_pad_mask: torch.Tensor | None = None, state=None) -> torch.Tensor:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from builder.graph.cpu_linear import Linear as CPULinear
 from builder.graph.registry import block
 
 
 @block("classifier_head")
-class ClassifierHead(CPULinear):
+class ClassifierHead(nn.Linear):
     """Linear layer producing class logits."""
 
     def __init__(self, in_features: int, num_classes: int, bias: bool = True):
@@ -19,7 +19,7 @@ class ClassifierHead(CPULinear):
 
 
 @block("lm_head", vocabulary="vocab_size")
-class LMHead(CPULinear):
+class LMHead(nn.Linear):
     """Linear layer producing vocabulary logits; `weight` is (vocab_size, dim), tieable to token_embedding.weight."""
 
     def __init__(self, dim: int, vocab_size: int, bias: bool = False):

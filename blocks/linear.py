@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from builder.graph.cpu_linear import Linear as CPULinear
 from builder.graph.registry import block
 
 
 @block("linear")
-class Linear(CPULinear):
+class Linear(nn.Linear):
     """Affine map over the last dimension: x W^T + b."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):

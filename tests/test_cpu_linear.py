@@ -1,5 +1,7 @@
-"""The oneDNN linear path: same numbers and gradients as F.linear, aten where it does not apply, a weight
-copy that follows in-place updates, and a clear error for an unknown backend."""
+"""The speed layer (builder/graph/fast.py): the oneDNN linear path gives the same numbers and gradients as
+F.linear, aten serves where it does not apply, its weight copy follows in-place updates, an unknown backend is
+a clear error; a built model's blocks keep their classes' names and state dicts, and BUILDER_KERNELS=off
+leaves the model as built."""
 import copy
 import os
 import subprocess
@@ -9,10 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from builder.graph import cpu_linear
-from builder.graph.cpu_linear import Linear, applies
+from builder.graph import cpu_linear, fast
+from builder.graph.cpu_linear import applies
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.ENABLED, reason="this torch build has no working oneDNN linear")
+
+
+def Linear(*args, **kwargs):
+    """An nn.Linear with the speed layer applied, as build_model leaves every linear layer of a model."""
+    return fast.apply(torch.nn.Linear(*args, **kwargs))
 
 
 def calls_onednn(monkeypatch) -> list:
@@ -103,3 +110,25 @@ def test_aten_backend_switches_the_path_off():
     code = "import builder.graph.cpu_linear as c; print(c.ENABLED)"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+def test_a_built_model_is_plain_pytorch_with_the_speed_layer_on_top(monkeypatch):
+    from builder.config import compose, resolve
+    from builder.graph.build import build_model
+    cfg = resolve(compose(["model=gpt", "model.vocab_size=11", "model.block_size=8", "model.n_layer=1",
+                           "model.n_head=2", "model.d_model=16"]).model, "model")
+    torch.manual_seed(0)
+    fast_model = build_model(cfg)
+    monkeypatch.setenv("BUILDER_KERNELS", "off")
+    torch.manual_seed(0)
+    plain = build_model(cfg)
+    qkv = plain.graph["layers"][0]["attn"].qkv
+    assert type(qkv) is torch.nn.Linear and type(plain.graph["layers"][0]["ln1"]).__mro__[1] is torch.nn.LayerNorm
+    fast_qkv = fast_model.graph["layers"][0]["attn"].qkv
+    assert isinstance(fast_qkv, cpu_linear.OneDNNLinear) and type(fast_qkv).__name__ == "Linear"
+    assert fast_model.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randint(0, 11, (2, 8))
+    torch.testing.assert_close(fast_model(x), plain(x), rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("BUILDER_KERNELS", "fast")
+    with pytest.raises(ValueError, match="BUILDER_KERNELS='fast': expected on or off"):
+        build_model(cfg)

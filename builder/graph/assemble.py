@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
-import torch
 from torch import nn
-from torch.nn.modules import module as module_globals
 
 from builder.graph import registry
 from builder.graph.spec import GraphSpec, ModelSpec, NodeSpec
@@ -31,11 +29,21 @@ def make_block(node: NodeSpec) -> nn.Module:
     return obj(**node.args) if inspect.isclass(obj) else FunctionBlock(obj, dict(node.args))
 
 
-class Graph(nn.ModuleDict):
-    """Runs the nodes of one (sub)graph in order; values live in a dict keyed by node name."""
+MISSING = object()  # a value a visitor did not produce (walk): nodes that read it are skipped
 
-    def __init__(self, spec: GraphSpec):
+
+class Graph(nn.ModuleDict):
+    """The graph executor: runs the nodes of one (sub)graph in order, values in a dict keyed by node name.
+
+    `forward` trains and evaluates, `decode` takes one incremental decoding step, and `walk` runs every node
+    through a visitor, for the uses that look at each node: following values (trace), shapes on the meta
+    device with every failure reported (shapes). Speed tricks that skip Python layers live apart, in
+    builder/graph/fast.py, applied to a built model."""
+
+    def __init__(self, spec: GraphSpec, make: Callable[[NodeSpec], nn.Module] = None):
         super().__init__()
+        make = make or make_block
+        self.spec = spec
         self.static_deps: dict[str, frozenset[str]] = {}  # filled for the top-level graph by GraphModel
         # (name, module, kind, sources in port order or None, (port, source) pairs); modules are looked up
         # once here, and inputs given in port order are passed positionally: the per-node cost is what is
@@ -43,7 +51,7 @@ class Graph(nn.ModuleDict):
         self.plan: list[tuple[str, nn.Module, str, tuple[str, ...] | None, tuple[tuple[str, str], ...]]] = []
         for name in spec.order:
             node = spec.nodes[name]
-            self[name] = Repeat(node) if node.body is not None else make_block(node)
+            self[name] = Repeat(node, make) if node.body is not None else make(node)
             if node.body is not None:
                 kind, ports = "repeat", ["in"]
             else:
@@ -68,41 +76,38 @@ class Graph(nn.ModuleDict):
     def decode(self, env: dict[str, Any], state: Any) -> dict[str, Any]:
         """One incremental decoding step: stateful blocks get the state; nodes that depend only on inputs
         fixed while decoding (an encoder) are computed on the first step and reused."""
-        hooks = _any_global_hooks()
-        for name, module, kind, sources, named in self.plan:
+        for name, module, kind, _, named in self.plan:
             if name in state.values:
                 env[name] = state.values[name]
                 continue
-            # nn.Module.__call__ adds two Python calls before reaching forward when there are no hooks; a
-            # decoding step makes dozens of these calls per token, so they are skipped when no hook would run
-            call = (module if hooks or module._forward_hooks or module._forward_pre_hooks
-                    or module._compiled_call_impl is not None else module.forward)  # _hooked(module), inlined
+            kwargs = {port: env[s] for port, s in named}
             if kind == "repeat":
-                env[name] = call(env[sources[0]], env, state)
-            elif sources is not None:
-                args = (env[sources[0]],) if len(sources) == 1 else [env[s] for s in sources]
-                env[name] = call(*args, state=state) if kind == "state" else call(*args)
+                env[name] = module(kwargs["in"], env, state)
             else:
-                kwargs = {port: env[s] for port, s in named}
-                env[name] = call(**kwargs, state=state) if kind == "state" else call(**kwargs)
+                env[name] = module(**kwargs, state=state) if kind == "state" else module(**kwargs)
             deps = self.static_deps.get(name)
             if deps and deps <= state.static:
                 state.values[name] = env[name]
         return env
 
+    def walk(self, env: dict[str, Any], visit: Visit, prefix: str = "") -> dict[str, Any]:
+        """Run every block node as visit(qualified name, node spec, module, inputs by port) -> value; the
+        visitor calls module(**inputs) and may record, catch or return MISSING, and a node reading a MISSING
+        value is skipped."""
+        for name, module, kind, _, named in self.plan:
+            if any(s not in env for _, s in named):
+                continue  # an upstream node produced nothing
+            kwargs = {port: env[s] for port, s in named}
+            if kind == "repeat":
+                value = module.walk(kwargs["in"], env, visit, f"{prefix}{name}.")
+            else:
+                value = visit(prefix + name, self.spec.nodes[name], module, kwargs)
+            if value is not MISSING:
+                env[name] = value
+        return env
 
-def _any_global_hooks() -> bool:
-    """Whether a hook registered for every module, recording gradients (backward hooks) or a tracer needs
-    nn.Module.__call__ (see Graph.decode)."""
-    return bool(module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks
-                or module_globals._global_backward_hooks or module_globals._global_backward_pre_hooks
-                or torch.is_grad_enabled() or torch._C._get_tracing_state())
 
-
-def _hooked(module: nn.Module) -> bool:
-    """Whether calling `module` needs nn.Module.__call__: hooks of its own or everywhere, or `module.compile()`."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._compiled_call_impl is not None
-                or _any_global_hooks())
+Visit = Callable[[str, NodeSpec, nn.Module, dict[str, Any]], Any]
 
 
 class Repeat(nn.ModuleList):
@@ -110,34 +115,46 @@ class Repeat(nn.ModuleList):
 
     Every copy sees the enclosing graph's values (for example the encoder output) by name."""
 
-    def __init__(self, node: NodeSpec):
-        super().__init__([Graph(node.body) for _ in range(node.repeat)])
+    def __init__(self, node: NodeSpec, make: Callable[[NodeSpec], nn.Module] = None):
+        super().__init__([Graph(node.body, make) for _ in range(node.repeat)])
         self.carry, self.out = node.carry, node.out
 
     def forward(self, x: Any, outer: dict[str, Any], state: Any = None) -> Any:
         local = dict(outer)  # each copy recomputes every body node before reading it, so one dict serves all
         for graph in self:
             local[self.carry] = x
-            x = (graph(local, state) if state is None or _hooked(graph) else graph.decode(local, state))[self.out]
+            x = graph(local, state)[self.out]
+        return x
+
+    def walk(self, x: Any, outer: dict[str, Any], visit: Visit, prefix: str) -> Any:
+        local = dict(outer)
+        for i, graph in enumerate(self):
+            local[self.carry] = x
+            x = graph.walk(local, visit, f"{prefix}{i}.").get(self.out, MISSING)
+            if x is MISSING:
+                break
+            local.pop(self.out)
         return x
 
 
 class GraphModel(nn.Module):
     """A model assembled from a block graph: `model(*inputs)` -> tensor, or a dict for several outputs."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, make: Callable[[NodeSpec], nn.Module] = None):
         super().__init__()
         self.spec = spec
         self.input_names = list(spec.inputs)
         self.output_names = list(spec.outputs)
         self.input_specs = {n: {"shape": s.shape, "dtype": s.dtype} for n, s in spec.inputs.items()}
-        self.graph = Graph(spec.graph)
+        self.graph = Graph(spec.graph, make)
         self.graph.static_deps = input_dependencies(spec)
         tie_weights(self.graph, spec.graph)
 
     def forward(self, *args: Any, state: Any = None, **named: Any) -> Any:
-        env = dict(zip(self.input_names, args), **named)
-        env = self.graph(env, state) if state is None or _hooked(self.graph) else self.graph.decode(env, state)
+        env = self.graph(dict(zip(self.input_names, args), **named), state)
+        return self.outputs(env)
+
+    def outputs(self, env: dict[str, Any]) -> Any:
         if len(self.output_names) == 1:
             return env[self.spec.outputs[self.output_names[0]]]
         return {out: env[node] for out, node in self.spec.outputs.items()}
@@ -167,8 +184,9 @@ def block_modules(graph: Graph, spec: GraphSpec, prefix: str = "") -> dict[str, 
     return found
 
 
-def tie_weights(graph: Graph, spec: GraphSpec) -> None:
-    """`tie: other` makes each parameter of this node that `other` also has, by name, the same tensor."""
+def tie_weights(graph: Graph, spec: GraphSpec, report: Callable[[NodeSpec, str], None] | None = None) -> None:
+    """`tie: other` makes each parameter of this node that `other` also has, by name, the same tensor;
+    `report(node, problem)` hears of a tie that shares nothing or a parameter of another shape."""
     modules = block_modules(graph, spec)
     by_name = {}
     for qualified, (module, node) in modules.items():
@@ -176,7 +194,17 @@ def tie_weights(graph: Graph, spec: GraphSpec) -> None:
     for module, node in modules.values():
         if node.tie is None:
             continue
+        if node.tie not in by_name:
+            report and report(node, f"node '{node.tie}' must come before `{node.name}` to share its weights")
+            continue
         theirs = dict(by_name[node.tie].named_parameters(recurse=False))
-        for pname, mine in list(module.named_parameters(recurse=False)):
-            if pname in theirs and theirs[pname].shape == mine.shape:
+        mine = dict(module.named_parameters(recurse=False))
+        for pname, param in mine.items():
+            if pname in theirs and theirs[pname].shape != param.shape and report:
+                report(node, f"cannot share `{pname}`: {tuple(param.shape)} here, {tuple(theirs[pname].shape)} "
+                             f"in '{node.tie}'")
+            elif pname in theirs:
                 setattr(module, pname, theirs[pname])
+        if report and not set(mine) & set(theirs):
+            report(node, f"'{node.tie}' has no parameter with a name this node has "
+                         f"(this node: {', '.join(mine) or 'none'})")

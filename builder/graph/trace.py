@@ -1,7 +1,7 @@
 """Follow one input through a built graph, node by node: every intermediate value, for teaching and debugging.
 
-This walks the graph beside `Graph.forward` (which stays untouched for speed) and records each node's output:
-all values of small tensors, summary statistics of large ones.
+The graph executor runs the model node by node (Graph.walk) and each node's output is recorded: all values of
+small tensors, summary statistics of large ones.
 """
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 
-from builder.graph.assemble import GraphModel, Repeat
-from builder.graph.spec import GraphSpec
+from builder.graph.assemble import GraphModel
 
 SMALL = 64  # tensors with at most this many elements are shown whole
 
@@ -36,25 +35,15 @@ def trace(model: GraphModel, *args: Any, only: str | None = None, **named: Any) 
     """Run `model` on one input and return its steps; `only` is a glob on node names ("layers.0.*")."""
     env = dict(zip(model.input_names, args), **named)
     steps = [_step(name, "input", value) for name, value in env.items()]
-    _walk(model.graph, model.spec.graph, env, "", steps)
+
+    def record(qualified: str, node: Any, module: torch.nn.Module, inputs: dict[str, Any]) -> Any:
+        value = module(**inputs)
+        steps.append(_step(qualified, node.block, value))
+        return value
+    model.graph.walk(env, record)
     if only:
         steps = [s for s in steps if fnmatch.fnmatch(s.name, only) or fnmatch.fnmatch(s.name.split(".")[-1], only)]
     return steps
-
-
-def _walk(graph: Any, spec: GraphSpec, env: dict[str, Any], prefix: str, steps: list[Step]) -> None:
-    for name, module, kind, _, named in graph.plan:
-        kwargs = {port: env[src] for port, src in named}
-        if isinstance(module, Repeat):
-            x = kwargs["in"]
-            for i, copy in enumerate(module):
-                local = {**env, module.carry: x}
-                _walk(copy, spec.nodes[name].body, local, f"{prefix}{name}.{i}.", steps)
-                x = local[module.out]
-            env[name] = x
-            continue
-        env[name] = module(**kwargs, state=None) if kind == "state" else module(**kwargs)
-        steps.append(_step(prefix + name, spec.nodes[name].block, env[name]))
 
 
 def _step(name: str, block: str, value: Any) -> Step:

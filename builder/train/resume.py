@@ -136,10 +136,9 @@ def rng_callback() -> Any:
                 follow_new_schedule(trainer, pl_module)
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-            # Lightning counts logging steps (_batches_that_stepped) apart from global_step and, restoring a
-            # checkpoint saved after a mid-training validation, ends one off; before any batch the two are equal
             if getattr(self, "first", False):
-                trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+                from builder.train.internals import align_logging_step
+                align_logging_step(trainer)
                 self.first = False
 
         def state_dict(self) -> dict[str, Any]:

@@ -168,7 +168,8 @@ class Run:
         from hydra.utils import get_class
         from lightning.pytorch.callbacks import ModelCheckpoint
 
-        from builder.train.progress import LastCheckpoint, ProgressBar, ValidateAtEnd
+        from builder.train.internals import ProgressBar
+        from builder.train.progress import LastCheckpoint, ValidateAtEnd
         from builder.train.resume import rng_callback
         from builder.train.safety import AtomicCheckpointIO, StopOnNonFinite
         ckpt_dir = self.run_dir / "checkpoints"

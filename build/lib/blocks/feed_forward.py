@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from blocks.activations import ACTIVATIONS
-from builder.graph.cpu_linear import Linear
 from builder.graph.registry import block
 
 
@@ -19,9 +18,9 @@ class FeedForward(nn.Module):
             raise ValueError(f"feed_forward: unknown activation '{activation}'; known: {', '.join(sorted(ACTIVATIONS))}")
         self.activation = activation
         self.act = ACTIVATIONS[activation]
-        self.fc1 = Linear(dim, hidden, bias=bias)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0 else None  # None: no module call on the hot path
-        self.fc2 = Linear(hidden, dim, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.fc2.residual_projection = True  # its output joins the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

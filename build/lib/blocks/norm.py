@@ -15,5 +15,4 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(dim, eps=eps, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = self._parameters  # read directly, and torch.layer_norm without F's wrapper: per-token calls
-        return torch.layer_norm(x, self.normalized_shape, params["weight"], params["bias"], self.eps)  # (..., dim)
+        return super().forward(x)  # (..., dim)

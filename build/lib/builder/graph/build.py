@@ -25,9 +25,10 @@ def build_model(model_cfg: Any, root: str = "model", check_shapes: bool = True, 
         infer_shapes(spec)  # raises ConfigError on a shape mismatch
     import torch
 
+    from builder.graph import fast
     from builder.graph.assemble import GraphModel
     from builder.graph.init import initialise
     with torch.device(device or "cpu"):
         model = GraphModel(spec)
     initialise(model, spec)
-    return model
+    return fast.apply(model)  # speed tricks, kept apart from the blocks (BUILDER_KERNELS=off: none)

@@ -7,7 +7,8 @@ pass from one row (a decoding step) to 2048, and 1.5x for forward plus backward 
 else (GPU, other dtypes, autocast, torch.compile, tracing, tensor subclasses such as DTensor). Results equal
 F.linear's up to float32 rounding, since the sums are taken in another order.
 
-BUILDER_LINEAR=aten in the environment turns the oneDNN path off (BUILDER_LINEAR=onednn, the default, keeps it).
+BUILDER_LINEAR=aten in the environment turns the oneDNN path off (BUILDER_LINEAR=onednn, the default, keeps it);
+BUILDER_KERNELS=off leaves models as built, without this or any other trick of builder/graph/fast.py.
 """
 from __future__ import annotations
 
@@ -113,9 +114,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _OneDNNLinear.apply(x, weight, bias) if _needs_grad(x, weight, bias) else _op(x, weight, bias)
 
 
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, initialisation and state dict) whose forward is `linear` above, plus a
-    decoding path.
+class OneDNNLinear:
+    """Mixed into an nn.Linear (or a block subclassing it) by builder/graph/fast.py: the same parameters,
+    initialisation and state dict, with `linear` above as forward, plus a decoding path.
 
     Without gradients and for a few rows (a decoding step), the weight is read from a copy stored column by
     column, (in, out) in memory: oneDNN streams that layout faster for one row (1.3 ms against 1.6 ms for a

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from builder.graph.assemble import make_block
+from builder.graph.assemble import MISSING, make_block
 from builder.errors import ConfigError
-from builder.graph.spec import GraphSpec, ModelSpec, NodeSpec
+from builder.graph.spec import ModelSpec, NodeSpec
 
 DTYPES = {"float": torch.float32, "long": torch.long, "bool": torch.bool}
 DEFAULT_SIZES = {"batch": 2, "B": 2}
@@ -38,7 +38,8 @@ def example_sizes(spec: ModelSpec, overrides: dict[str, int] | None = None) -> d
 
 
 def infer_shapes(spec: ModelSpec, sizes: dict[str, int] | None = None, quick: bool = False) -> list[NodeInfo]:
-    """Build and run the graph on the meta device; raise ConfigError listing every problem found.
+    """Build the model on the meta device and run it through the executor (Graph.walk); raise ConfigError
+    listing every problem found (a block refusing its arguments, a tie, a shape or dtype mismatch).
 
     `quick` is for processes that only check and exit (builder-plan): see `_without_dynamo`."""
     if quick:
@@ -46,14 +47,55 @@ def infer_shapes(spec: ModelSpec, sizes: dict[str, int] | None = None, quick: bo
             return infer_shapes(spec, sizes)
     sizes = example_sizes(spec, sizes)
     problems: list[str] = []
+    reported: set[str] = set()
+
+    def report(path: str, message: str) -> None:
+        if path not in reported:  # copies of a repeat fail alike: say it once
+            reported.add(path)
+            problems.append(f"{path}: {message}")
+
+    def make(node: NodeSpec) -> torch.nn.Module:
+        # Modules are made on the meta device; their forward runs outside that context manager, whose
+        # per-op interception would route meta ops through slow Python reference kernels.
+        try:
+            with torch.device("meta"), _skip_init():
+                return make_block(node)
+        except Exception as e:  # noqa: BLE001 - a block refusing its arguments
+            report(node.path, f"{node.block} `{node.name}`: {str(e).splitlines()[0]}")
+            return Failed()
+
+    from builder.graph.assemble import Graph, tie_weights
+    graph = Graph(spec.graph, make)
+    tie_weights(graph, spec.graph, lambda node, message: report(f"{node.path}.tie", message))
     infos: list[NodeInfo] = []
-    owners: dict[str, torch.nn.Module] = {}
+    counted: set[int] = set()
+
+    def visit(qualified: str, node: NodeSpec, module: torch.nn.Module, inputs: dict[str, Any]) -> Any:
+        if isinstance(module, Failed):
+            return MISSING
+        try:
+            out = module(**inputs)
+        except Exception as e:  # noqa: BLE001 - any failure here is a shape or dtype problem of this node
+            report(node.path, f"{node.block} `{node.name}`: {_explain(node, inputs, e)}")
+            return MISSING
+        if not isinstance(out, torch.Tensor):
+            report(node.path, f"{node.block} `{node.name}`: returned {type(out).__name__}, not a tensor")
+            return MISSING
+        params = sum(p.numel() for p in module.parameters() if id(p) not in counted)  # a tied one at its owner
+        counted.update(id(p) for p in module.parameters())
+        infos.append(NodeInfo(qualified, node.path, node.block, tuple(out.shape), params))
+        return out
+
     env = {n: torch.empty([sizes[d] if isinstance(d, str) else d for d in s.shape], dtype=DTYPES[s.dtype],
                           device="meta") for n, s in spec.inputs.items()}
-    _run(spec.graph, env, "", problems, infos, owners, reported=set())
+    graph.walk(env, visit)
     if problems:
         raise ConfigError(problems)
     return infos
+
+
+class Failed(torch.nn.Module):
+    """Stands in for a block that could not be built (already reported); nodes reading it are skipped."""
 
 
 @contextmanager
@@ -87,83 +129,6 @@ def _skip_init():
     finally:
         for n, fn in saved.items():
             setattr(torch.nn.init, n, fn)
-
-
-def _run(graph: GraphSpec, env: dict[str, Any], prefix: str, problems: list[str], infos: list[NodeInfo],
-         owners: dict[str, torch.nn.Module], reported: set[str]) -> None:
-    for name in graph.order:
-        node = graph.nodes[name]
-        if any(src not in env for src in node.sources() if src != node.carry):
-            continue  # an upstream node failed and was reported already
-        if node.body is not None:
-            x = env[node.inputs["in"]]
-            for i in range(node.repeat):
-                local = {**env, node.carry: x}
-                _run(node.body, local, f"{prefix}{name}.{i}.", problems, infos, owners, reported)
-                if node.out not in local:
-                    break
-                x = local[node.out]
-            else:
-                env[name] = x
-            continue
-        module = _build(node, problems, reported)
-        if module is None:
-            continue
-        owners.setdefault(name, module)
-        shared = _tie(node, module, owners, problems, reported)
-        inputs = {port: env[src] for port, src in node.inputs.items()}
-        try:
-            out = module(**inputs)
-        except Exception as e:  # noqa: BLE001 - any failure here is a shape or dtype problem of this node
-            _report(problems, reported, node.path, f"{node.block} `{name}`: {_explain(node, inputs, e)}")
-            continue
-        if not isinstance(out, torch.Tensor):
-            _report(problems, reported, node.path, f"{node.block} `{name}`: returned {type(out).__name__}, not a tensor")
-            continue
-        env[name] = out
-        params = sum(p.numel() for p in module.parameters() if id(p) not in shared)
-        infos.append(NodeInfo(prefix + name, node.path, node.block, tuple(out.shape), params))
-
-
-def _build(node: NodeSpec, problems: list[str], reported: set[str]) -> torch.nn.Module | None:
-    # Modules are made on the meta device; their forward runs outside that context manager, whose
-    # per-op interception would route meta ops through slow Python reference kernels.
-    try:
-        with torch.device("meta"), _skip_init():
-            return make_block(node)
-    except Exception as e:  # noqa: BLE001 - a block refusing its arguments
-        _report(problems, reported, node.path, f"{node.block} `{node.name}`: {str(e).splitlines()[0]}")
-        return None
-
-
-def _tie(node: NodeSpec, module: torch.nn.Module, owners: dict[str, torch.nn.Module], problems: list[str],
-         reported: set[str]) -> set[int]:
-    """Ids of this node's parameters that its `tie` target owns; a tie that shares nothing is an error."""
-    if node.tie is None:
-        return set()
-    target = owners.get(node.tie)
-    if target is None:
-        _report(problems, reported, f"{node.path}.tie", f"node '{node.tie}' must come before `{node.name}` to share its weights")
-        return set()
-    theirs = dict(target.named_parameters(recurse=False))
-    shared = set()
-    for pname, mine in module.named_parameters(recurse=False):
-        if pname in theirs:
-            if theirs[pname].shape != mine.shape:
-                _report(problems, reported, f"{node.path}.tie", f"cannot share `{pname}`: {tuple(mine.shape)} here, "
-                        f"{tuple(theirs[pname].shape)} in '{node.tie}'")
-            else:
-                shared.add(id(mine))
-    if not shared and not any(node.path + ".tie" in r for r in reported):
-        _report(problems, reported, f"{node.path}.tie", f"'{node.tie}' has no parameter with a name this node has "
-                f"(this node: {', '.join(n for n, _ in module.named_parameters(recurse=False)) or 'none'})")
-    return shared
-
-
-def _report(problems: list[str], reported: set[str], path: str, message: str) -> None:
-    if path not in reported:  # copies of a repeat fail alike: say it once
-        reported.add(path)
-        problems.append(f"{path}: {message}")
 
 
 def _explain(node: NodeSpec, inputs: dict[str, Any], error: Exception) -> str:

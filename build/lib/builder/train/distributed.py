@@ -21,14 +21,15 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from lightning.pytorch.strategies import ModelParallelStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from builder.train.internals import SubprocessScriptLauncher, launcher, set_launcher, set_parallel_sizes
 
 CONFIG_ENV = "BUILDER_DISTRIBUTED_CONFIG"
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
 
 
-class ConfigLauncher(_SubprocessScriptLauncher):
-    def __init__(self, base: _SubprocessScriptLauncher, config_yaml: str, threads: int | None):
+class ConfigLauncher(SubprocessScriptLauncher):
+    def __init__(self, base: SubprocessScriptLauncher, config_yaml: str, threads: int | None):
         super().__init__(base.cluster_environment, base.num_processes, base.num_nodes)
         self.config_yaml, self.threads = config_yaml, threads
 
@@ -50,22 +51,22 @@ class ConfigLauncher(_SubprocessScriptLauncher):
 
 def use_config_launcher(trainer: Any, config: dict[str, Any], threads: int | None) -> ConfigLauncher | None:
     """Swap Lightning's script launcher for ours; None when this process needs no children."""
-    launcher = getattr(trainer.strategy, "_launcher", None)
-    if type(launcher) is not _SubprocessScriptLauncher or launcher.cluster_environment.creates_processes_externally:
+    base = launcher(trainer.strategy)
+    if type(base) is not SubprocessScriptLauncher or base.cluster_environment.creates_processes_externally:
         return None
     from omegaconf import OmegaConf
-    ours = ConfigLauncher(launcher, OmegaConf.to_yaml(OmegaConf.create(config)), threads)
-    trainer.strategy._launcher = ours
+    ours = ConfigLauncher(base, OmegaConf.to_yaml(OmegaConf.create(config)), threads)
+    set_launcher(trainer.strategy, ours)
     return ours
 
 
-def finish_launch(launcher: ConfigLauncher | None, saved_env: dict[str, str | None], failed: bool = False) -> None:
+def finish_launch(ours: ConfigLauncher | None, saved_env: dict[str, str | None], failed: bool = False) -> None:
     """After fit: wait for the children (briefly when this process failed: a stuck child is killed), close
     the process group, and undo the launcher's environment, so the next run in this process (a sweep's next
     trial, a test) starts clean."""
     import torch.distributed as dist
-    if launcher is not None:
-        for proc in launcher.procs:
+    if ours is not None:
+        for proc in ours.procs:
             try:
                 proc.wait(timeout=10 if failed else 120)
             except subprocess.TimeoutExpired:
@@ -146,8 +147,7 @@ class FSDP(ModelParallelStrategy):
         super().__init__(**kwargs)
 
     def setup_environment(self) -> None:
-        self._data_parallel_size = self.num_nodes * self.num_processes
-        self._tensor_parallel_size = 1
+        set_parallel_sizes(self, self.num_nodes * self.num_processes, 1)
         super().setup_environment()
 
 

@@ -63,8 +63,8 @@ class SweepCheck(Callback):
 
 
 def grid(parsed: list[Any]) -> list[list[str]]:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    return [list(t) for batch in BasicSweeper.split_arguments(parsed, None) for t in batch]
+    from builder.train.internals import grid_trials
+    return grid_trials(parsed)
 
 
 def optuna_probes(parsed: list[Any]) -> list[list[str]]:

@@ -127,6 +127,7 @@ def resumable(loader: DataLoader, seed: int, rank: int = 0, world: int = 1,
 
 def make_resumable(data: Any, seed: int) -> None:
     """Wrap `data.train_dataloader` so every loader it returns is resumable (see the module docstring)."""
+    from builder.train.internals import batches_done_this_epoch
     original = data.train_dataloader
 
     def train_dataloader() -> DataLoader:
@@ -136,8 +137,7 @@ def make_resumable(data: Any, seed: int) -> None:
             return loader
 
         def position() -> int:
-            # batches of this epoch already trained: 0 at an epoch start, k after a restore mid-epoch
-            return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+            return batches_done_this_epoch(trainer)
         return resumable(loader, seed, trainer.global_rank, trainer.world_size, position)
 
     data.train_dataloader = train_dataloader

@@ -1,0 +1,112 @@
+"""Speed tricks, applied to a built model so that the blocks and the executor read as plain PyTorch.
+
+`apply(model)` changes the classes of a model's modules in place (same parameters, state dict and results):
+
+- linear layers (nn.Linear and blocks built on it) run on oneDNN on the CPU (builder/graph/cpu_linear.py);
+- layer norms read their parameters without nn.Module.__getattr__ and call torch.layer_norm directly;
+- decoding steps skip nn.Module.__call__'s two Python layers for modules that no hook, compile or tracer
+  needs to see: a decoding step makes dozens of these calls per token, which is most of a small model's time.
+
+build_model applies it; BUILDER_KERNELS=off in the environment leaves every model as built (for comparisons,
+or to rule the tricks out when something looks wrong).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_globals
+
+from builder.graph.assemble import Graph, GraphModel, Repeat
+from builder.graph.cpu_linear import OneDNNLinear
+
+SWITCH = "BUILDER_KERNELS"
+
+
+def enabled() -> bool:
+    value = os.environ.get(SWITCH, "on")
+    if value not in ("on", "off"):
+        raise ValueError(f"{SWITCH}={value!r}: expected on or off")
+    return value == "on"
+
+
+def _any_global_hooks() -> bool:
+    """Whether a hook registered for every module, recording gradients (backward hooks) or a tracer needs
+    nn.Module.__call__."""
+    return bool(module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks
+                or module_globals._global_backward_hooks or module_globals._global_backward_pre_hooks
+                or torch.is_grad_enabled() or torch._C._get_tracing_state())
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling `module` needs nn.Module.__call__: hooks of its own or everywhere, or `module.compile()`."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._compiled_call_impl is not None
+                or _any_global_hooks())
+
+
+class FastLayerNorm:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self._parameters  # read directly, and torch.layer_norm without F's wrapper: per-token calls
+        return torch.layer_norm(x, self.normalized_shape, params["weight"], params["bias"], self.eps)  # (..., dim)
+
+
+class FastGraph:
+    def decode(self, env: dict[str, Any], state: Any) -> dict[str, Any]:
+        hooks = _any_global_hooks()
+        for name, module, kind, sources, named in self.plan:
+            if name in state.values:
+                env[name] = state.values[name]
+                continue
+            call = (module if hooks or module._forward_hooks or module._forward_pre_hooks
+                    or module._compiled_call_impl is not None else module.forward)  # _hooked(module), inlined
+            if kind == "repeat":
+                env[name] = call(env[sources[0]], env, state)
+            elif sources is not None:
+                args = (env[sources[0]],) if len(sources) == 1 else [env[s] for s in sources]
+                env[name] = call(*args, state=state) if kind == "state" else call(*args)
+            else:
+                kwargs = {port: env[s] for port, s in named}
+                env[name] = call(**kwargs, state=state) if kind == "state" else call(**kwargs)
+            deps = self.static_deps.get(name)
+            if deps and deps <= state.static:
+                state.values[name] = env[name]
+        return env
+
+
+class FastRepeat:
+    def forward(self, x: Any, outer: dict[str, Any], state: Any = None) -> Any:
+        local = dict(outer)
+        for graph in self:
+            local[self.carry] = x
+            x = (graph(local, state) if state is None or _hooked(graph) else graph.decode(local, state))[self.out]
+        return x
+
+
+class FastGraphModel:
+    def forward(self, *args: Any, state: Any = None, **named: Any) -> Any:
+        env = dict(zip(self.input_names, args), **named)
+        env = self.graph(env, state) if state is None or _hooked(self.graph) else self.graph.decode(env, state)
+        return self.outputs(env)
+
+
+MIXINS = ((nn.Linear, OneDNNLinear), (nn.LayerNorm, FastLayerNorm), (Graph, FastGraph), (Repeat, FastRepeat),
+          (GraphModel, FastGraphModel))
+_classes: dict[tuple[type, type], type] = {}
+
+
+def apply(model: nn.Module) -> nn.Module:
+    """The tricks above on every module of `model` they apply to (in place; `model` is returned)."""
+    if not enabled():
+        return model
+    for module in model.modules():
+        cls = type(module)
+        mixin = next((m for base, m in MIXINS if isinstance(module, base)), None)
+        if mixin is None or issubclass(cls, mixin):
+            continue
+        if (mixin, cls) not in _classes:  # the same name and module as the class it speeds up
+            _classes[mixin, cls] = type(cls.__name__, (mixin, cls), {"__module__": cls.__module__,
+                                                                     "__qualname__": cls.__qualname__})
+        module.__class__ = _classes[mixin, cls]
+    return model
