@@ -67,10 +67,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     check(cfg)
     from builder.train.distributed import is_rank_zero
     from builder.train.resume import check_changes, open_resume
-    from builder.train.rundir import choose_run_dir, effective_resume, hydra_job, point_latest, write_overrides
+    from builder.train.rundir import check_own, choose_run_dir, effective_resume, hydra_job, write_overrides
     rank0 = is_rank_zero()
     run_dir = choose_run_dir(cfg)
     resume = effective_resume(cfg, run_dir)
+    if rank0:
+        check_own(run_dir, resume)
     resumed = None
     if resume:  # refused here, before a file of the run is touched
         resumed = open_resume(run_dir, resume)
@@ -81,7 +83,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_overrides(run_dir, overrides, resumed=resume is not None)
-        point_latest(run_dir, cfg.get("outputs_dir") or "outputs")
     start = time.perf_counter()
     run = Run(cfg, run_dir, rank0, overrides, resumed)
     try:
@@ -142,7 +143,9 @@ class Run:
         if resumed and (diff := first_difference(resumed.config["model"], plain["model"], "model")):
             raise model_changed(resumed.path, diff)  # the same settings, but the data gave other sizes
         if self.rank0:
+            from builder.train.rundir import point_latest
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+            point_latest(run_dir, cfg.get("outputs_dir") or "outputs")  # a run whose data and model are ready
         model = build_model(plain["model"])
         trainer_cfg = plain["trainer"]
         strategy = make_strategy(trainer_cfg.get("strategy", "auto"), trainer_cfg.get("process_group_timeout"))

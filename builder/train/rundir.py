@@ -24,12 +24,32 @@ def register_run_dir_resolver() -> None:
 
 
 def run_dir_for(run_dir: Any, resume: Any, outputs_dir: Any, default: str) -> str:
-    """hydra.run.dir: run_dir if given, else the resumed run's directory, else `default` (a new dated one)."""
+    """hydra.run.dir: run_dir if given, else the resumed run's directory, else a new dated one of its own."""
     if run_dir:
         return str(run_dir)
     if resume and resume != "auto":
         return str(resume_dir(str(resume), str(outputs_dir)))
-    return default
+    return claim(default)
+
+
+_claimed: dict[str, str] = {}
+
+
+def claim(path: str) -> str:
+    """`path`, or `path-1`, `path-2`, ...: a directory created here, exclusively, so that runs started in the
+    same second (two terminals, a script launching jobs) never share one. The same path asked again in this
+    process (Hydra resolves its run directory more than once) gets the same answer."""
+    if path not in _claimed:
+        candidate, n = Path(path), 0
+        while True:
+            try:
+                candidate.mkdir(parents=True)
+                break
+            except FileExistsError:
+                n += 1
+                candidate = Path(f"{path}-{n}")
+        _claimed[path] = str(candidate)
+    return _claimed[path]
 
 
 def resume_dir(resume: str, outputs_dir: str = "outputs") -> Path:
@@ -71,7 +91,15 @@ def choose_run_dir(cfg: Any) -> Path:
     if job_dir is not None:
         return job_dir
     root = Path(cfg.get("outputs_dir") or "outputs")
-    return root / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+    return Path(claim(str(root / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S"))))
+
+
+def check_own(run_dir: Path, resume: str | None) -> None:
+    """A run directory that already holds another run's checkpoints is continued only on purpose."""
+    found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) if not resume else []
+    if found:
+        raise ConfigError(f"run_dir: {run_dir} already holds a run's checkpoints ({', '.join(found)}); "
+                          f"resume={run_dir} continues that run, or choose another run_dir")
 
 
 def effective_resume(cfg: Any, run_dir: Path) -> str | None:
