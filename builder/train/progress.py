@@ -45,3 +45,14 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # a crash between steps (a data loader worker, a logger) must not lose the steps since the last save;
+        # a non-finite loss keeps the last good file, a full disk cannot take another, a signal saved already
+        from builder.train.safety import DiskFull, Interrupted, NonFiniteLoss
+        if isinstance(exception, (NonFiniteLoss, DiskFull, Interrupted)) or trainer.global_step == 0:
+            return
+        try:
+            self.save(trainer)
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            pass

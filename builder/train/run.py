@@ -91,8 +91,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
         from builder.train.distributed import collective_failure
         stopped = collective_failure(e, run.trainer, OmegaConf.select(cfg, "trainer.process_group_timeout"))
         if rank0:
-            run.record("failed" if isinstance(e, Exception) else "interrupted", time.perf_counter() - start,
-                       error=stopped or e)
+            from builder.train.safety import Interrupted
+            interrupted = isinstance(e, Interrupted) or not isinstance(e, Exception)
+            run.record("interrupted" if interrupted else "failed", time.perf_counter() - start, error=stopped or e)
         if stopped is not None:
             raise stopped from e
         raise
@@ -174,14 +175,14 @@ class Run:
         from builder.train.internals import ProgressBar
         from builder.train.progress import LastCheckpoint, ValidateAtEnd
         from builder.train.resume import rng_callback
-        from builder.train.safety import AtomicCheckpointIO, StopOnNonFinite
+        from builder.train.safety import AtomicCheckpointIO, StopOnNonFinite, StopOnSignal
         ckpt_dir = self.run_dir / "checkpoints"
         self.best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=self.task.monitor, mode=self.task.mode,
                                     save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
         last = LastCheckpoint(ckpt_dir / "last.ckpt", self.cfg.get("ckpt_every_n_steps"))
         # the loss check runs first: a NaN step raises before any checkpoint could be written after it
         callbacks: list[Any] = [StopOnNonFinite(ckpt_dir / "last.ckpt"), ValidateAtEnd(), self.best, last,
-                                rng_callback(), *extra]
+                                rng_callback(), StopOnSignal(last.save, self.run_dir), *extra]
         skip = ("_target_", "callbacks", "logger", "strategy", "plugins", "use_distributed_sampler",
                 "process_group_timeout")
         kwargs = {k: v for k, v in plain["trainer"].items() if k not in skip}
@@ -203,8 +204,21 @@ class Run:
                                   "steps": int(self.trainer.global_step) if self.trainer is not None else 0,
                                   "seconds": round(seconds, 2), "overrides": self.overrides}
         if error is not None:
-            fields["error"] = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            fields["error"] = in_words(error)
         write_result(self.run_dir, **fields)
+
+
+def in_words(error: BaseException) -> str:
+    """What stopped a run, for result.yaml: our own one-line messages as they are, anything else with its kind."""
+    from builder.errors import RunStopped
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted by Ctrl-C"
+    if isinstance(error, SystemExit):
+        return f"stopped with exit status {error.code}"
+    text = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, (RunStopped, ConfigError)):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def random_seed() -> int:

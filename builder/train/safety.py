@@ -1,14 +1,18 @@
-"""Guards that keep a run's checkpoints usable: atomic checkpoint files and a stop on a non-finite loss.
+"""Guards that keep a run's checkpoints usable: atomic checkpoint files, a stop on a non-finite loss, and
+signals that end a run cleanly.
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk (fsync) and renamed over
-the old one (os.replace is atomic on POSIX), so a process killed in the middle of a save leaves the previous
-last.ckpt intact. A NaN or infinite training loss stops the run before its backward pass, so the weights and
-the last checkpoint stay those of the last good step.
+the old one (os.replace is atomic on POSIX), so a process killed in the middle of a save, or a disk that fills
+up, leaves the previous last.ckpt intact. A NaN or infinite training loss stops the run before its backward
+pass, so the weights and the last checkpoint stay those of the last good step. Ctrl-C and SIGTERM (what
+schedulers and `docker stop` send) end the run at the next batch boundary with last.ckpt saved there.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from builder.errors import RunStopped
+
+
+class Interrupted(RunStopped):
+    """Stopped by a signal after saving last.ckpt; the command exits with 128 + the signal's number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class DiskFull(RunStopped):
+    """A checkpoint could not be written for lack of space; the previous file is intact."""
 
 
 class NonFiniteLoss(RunStopped):
@@ -36,8 +52,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"cannot write {path}: no space left on the device (or over quota); the previous "
+                           f"{path.name} is intact; free some space and resume") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -81,3 +100,43 @@ class StopOnNonFinite(Callback):
             kept = "no checkpoint was written before it"
         raise NonFiniteLoss(f"train/loss is {value} at step {trainer.global_step + 1}; training stopped before that "
                             f"step changed the weights, and {kept}. Try a lower optim.lr or trainer.gradient_clip_val")
+
+
+class StopOnSignal(Callback):
+    """Ctrl-C (SIGINT) and SIGTERM end the run at the next batch boundary: `save(trainer)` writes last.ckpt
+    at that step, then Interrupted says so, and `resume=` continues exactly. A second Ctrl-C stops at once.
+    With several processes the first to see a signal stops them all at the same step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, save: Any, run_dir: Path):
+        self.save, self.run_dir = save, run_dir
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: stop now
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import threading
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        stop = self.signum is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        self.save(trainer)
+        signum = self.signum or signal.SIGTERM
+        name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+        raise Interrupted(f"interrupted by {name} at step {trainer.global_step}; checkpoints/last.ckpt holds that "
+                          f"step; resume={self.run_dir} continues", signum)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}

@@ -63,7 +63,8 @@ class LeafFlowerData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.shuffle_seed)  # the shuffling order depends only on the run's seed
-        return DataLoader(self.train_set, batch_size=int(self.cfg["batch_size"]), shuffle=True, generator=g)
+        return DataLoader(self.train_set, batch_size=int(self.cfg["batch_size"]), shuffle=True, generator=g,
+                          num_workers=int(self.cfg.get("num_workers") or 0))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=max(int(self.cfg["batch_size"]), 512))
