@@ -48,9 +48,32 @@ def test_pickled_object_is_rejected(toy_run, tmp_path, capsys):
 
 def test_foreign_checkpoint_is_rejected(tmp_path):
     other = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {}}, other)
-    with pytest.raises(CheckpointError, match="not a checkpoint written by builder-train"):
+    torch.save({"state_dict": {}, "epoch": 3}, other)
+    with pytest.raises(CheckpointError, match=r"is a PyTorch file from another program, not a checkpoint written by "
+                                              r"builder-train \(no 'builder' entry; it holds state_dict, epoch\)"):
         builder.load(other)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"is empty, not a checkpoint"),
+    (b"model weights: see the wiki\n", r"is not a checkpoint: it is a text file beginning 'model weights: see the "),
+    (bytes(range(250, 256)) * 20, r"is not a checkpoint: it is binary data beginning with bytes fa fb fc fd fe ff fa fb"),
+], ids=["empty", "text", "random bytes"])
+def test_files_that_are_not_checkpoints_are_named_so(tmp_path, content, message):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"^ckpt: .*model.ckpt {message}"):
+        builder.load(bad)
+
+
+def test_a_truncated_checkpoint_is_damaged_not_unsafe(toy_run, tmp_path):
+    whole = (toy_run.dir / "checkpoints" / "last.ckpt").read_bytes()
+    for cut in (len(whole) // 2, 100):
+        bad = tmp_path / "cut.ckpt"
+        bad.write_bytes(whole[:cut])
+        with pytest.raises(CheckpointError, match=r"cut.ckpt is a damaged checkpoint, cut off or corrupted \(") as e:
+            builder.load(bad)
+        assert "pickled" not in str(e.value)
 
 
 def test_user_imports_need_permission(toy_run, tmp_path):

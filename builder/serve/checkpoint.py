@@ -7,7 +7,6 @@ tensors only, so a checkpoint can never run code while loading. The modules a mo
 """
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,20 +47,42 @@ def locate(path: str | Path) -> Path:
 
 
 def read_checkpoint(file: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, loaded as plain data; anything else is refused, never unpickled."""
+    """The checkpoint dict, loaded as plain data; anything else is refused, never unpickled, and named for what
+    it is: not a checkpoint at all, a damaged one, an unsafe one (pickled objects), or another program's."""
     import torch
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        what = f" (it contains {found.group(1)})" if found else ""
-        raise CheckpointError(f"ckpt: {file} holds pickled Python objects other than tensors and plain data{what}; "
-                              "refusing to load it, since unpickling them could run arbitrary code") from None
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: one clear line instead of a traceback
-        raise CheckpointError(f"ckpt: cannot read {file} as a checkpoint: {str(e).splitlines()[0]}") from None
+        ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - whatever the file is, one line that says so
+        raise CheckpointError(_unreadable(Path(file), e)) from None
     if not isinstance(ckpt, dict) or "builder" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"ckpt: {file} is not a checkpoint written by builder-train (no 'builder' entry)")
+        keys = ", ".join(map(str, list(ckpt)[:6])) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"ckpt: {file} is a PyTorch file from another program, not a checkpoint written by "
+                              f"builder-train (no 'builder' entry; it holds {keys})")
     return ckpt
+
+
+def _unreadable(file: Path, error: Exception) -> str:
+    """Why `file` could not be read: its first bytes tell a zip (a torch checkpoint) or a pickle from the rest."""
+    text = str(error)
+    with file.open("rb") as f:
+        head = f.read(64)
+    if not head:
+        return f"ckpt: {file} is empty, not a checkpoint (a save that never finished, or a file cut off at its start)"
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found or "Weights only load failed" in text:
+        what = f" (it contains {found.group(1)})" if found else ""
+        return (f"ckpt: {file} holds pickled Python objects other than tensors and plain data{what}; refusing to "
+                "load it, since unpickling them could run arbitrary code")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        reason = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        return (f"ckpt: {file} is a damaged checkpoint, cut off or corrupted ({reason}); use another copy, or the "
+                "run's other checkpoint")
+    try:
+        sample = head.decode("utf-8")
+        kind = f"a text file beginning {sample[:24]!r}"
+    except UnicodeDecodeError:
+        kind = f"binary data beginning with bytes {head[:8].hex(' ')}"
+    return f"ckpt: {file} is not a checkpoint: it is {kind}, while a checkpoint is a zip written by torch.save"
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], str | None]:
