@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from builder import settings
 from builder.errors import suggest
 from builder.plugins import DATA, TASKS
 
@@ -53,7 +54,20 @@ def check_task(task_cfg: Any, path: str = "task") -> list[str]:
         for role in meta[group]:
             if group != "outputs" and not bound.get(role):
                 problems.append(f"{path}.{group}.{role}: missing; name the model {group[:-1]} for the role {role}")
-    return problems
+    return problems + _check_settings(task_cfg, meta.get("settings") or settings.TASKS.get(name), path,
+                                      skip=("loss", "mode"))
+
+
+def _check_settings(values: Any, schema: Any, path: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """`values` against a task's or data source's typed settings (none declared: any keys pass)."""
+    if schema is None:
+        return []
+    from omegaconf import DictConfig, OmegaConf
+    try:
+        plain = OmegaConf.to_container(values, resolve=True) if isinstance(values, DictConfig) else dict(values)
+    except Exception:  # noqa: BLE001 - a broken interpolation is reported with its path elsewhere
+        return []
+    return settings.check({k: v for k, v in plain.items() if k not in skip}, schema, path)
 
 
 def check_data(data_cfg: Any, task_cfg: Any = None, path: str = "data") -> list[str]:
@@ -68,7 +82,7 @@ def check_data(data_cfg: Any, task_cfg: Any = None, path: str = "data") -> list[
         fitting = [n for n, e in DATA.entries.items() if e.meta.get("provides") == needs]
         return [f"{path}.name: the {task} task needs data that provides {needs} ({', '.join(fitting)}); "
                 f"'{name}' provides {provides}"]
-    return []
+    return _check_settings(data_cfg, DATA.entries[name].meta.get("settings") or settings.DATA.get(name), path)
 
 
 def binding(task_cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -114,9 +128,11 @@ class Roles:
 
     def __init__(self, task_cfg: dict[str, Any], spec: Any):
         bound = binding(task_cfg)
+        entry = TASKS.entries.get(task_cfg.get("name"))
+        declared = {role: None for role in (entry.meta["outputs"] if entry else ())}  # unbound: the only output
         self.inputs: dict[str, str] = bound["inputs"]
         self.outputs: dict[str, str] = {role: name if name is not None else next(iter(spec.outputs))
-                                        for role, name in bound["outputs"].items()}
+                                        for role, name in {**declared, **bound["outputs"]}.items()}
         self.sizes: dict[str, str] = bound["sizes"]
         self.several_outputs = len(spec.outputs) > 1
 

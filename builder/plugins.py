@@ -80,7 +80,11 @@ class Registry:
 
 def import_modules(modules: list[str] | tuple[str, ...], path: str = "imports") -> None:
     """Import the user modules a config names (they register blocks, tasks or data sources)."""
+    if not isinstance(modules, (list, tuple)):
+        raise ConfigError(f"{path}: expected a list of Python module names, got {modules!r}")
     for i, module in enumerate(modules):
+        if not isinstance(module, str) or not module:
+            raise ConfigError(f"{path}[{i}]: expected a Python module name, got {module!r}")
         try:
             importlib.import_module(module)
         except ImportError as e:
@@ -108,16 +112,20 @@ DATA = Registry("data source", "builder.data", {
 
 
 def task(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = ("logits",), sizes: tuple[str, ...] = (),
-         needs: str | None = None, loaded: str | None = None, losses: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+         needs: str | None = None, loaded: str | None = None, losses: tuple[str, ...] = (),
+         settings: dict[str, Any] | None = None) -> Callable[[Any], Any]:
     """Register a Task subclass as `task.name: NAME` with its roles: the model `inputs` it feeds, the `outputs`
     it reads, the `sizes` it fills in from the data (see builder/contract.py); `needs` is what its data must
     provide (a data source's `provides`), `loaded` the "module:Class" of its Python API (default LoadedModel),
-    `losses` the values `task.loss` may take (none: the task has no such choice)."""
+    `losses` the values `task.loss` may take (none: the task has no such choice), `settings` the typed schema of
+    its other keys (builder/settings.py; without one, any keys pass)."""
     return TASKS.register(name, inputs=tuple(inputs), outputs=tuple(outputs), sizes=tuple(sizes), needs=needs,
-                          loaded=loaded or "builder.serve.api:LoadedModel", losses=tuple(losses))
+                          loaded=loaded or "builder.serve.api:LoadedModel", losses=tuple(losses), settings=settings)
 
 
-def data_source(name: str, *, provides: str | None = None) -> Callable[[Any], Any]:
+def data_source(name: str, *, provides: str | None = None, settings: dict[str, Any] | None = None
+                ) -> Callable[[Any], Any]:
     """Register a LightningDataModule as `data.name: NAME`; it is built as Class(data_cfg, seed=seed).
-    `provides` says what tasks may use it (features, tokenizer, tokenizer_pair, or a kind of your own)."""
-    return DATA.register(name, provides=provides)
+    `provides` says what tasks may use it (features, tokenizer, tokenizer_pair, or a kind of your own);
+    `settings` is the typed schema of its keys (builder/settings.py; without one, any keys pass)."""
+    return DATA.register(name, provides=provides, settings=settings)

@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
+sys.path.insert(0, str(ROOT / "tests"))  # helpers shared by tests and benchmarks (fuzzing.py)
 
 # Small and quiet: a few hundred samples, no progress bar or model table, no Bayes estimate.
 TINY = [

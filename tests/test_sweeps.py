@@ -1,5 +1,6 @@
 """Sweeps through builder-train -m (in this process, in a temporary working directory): every trial checked
-before the first starts, Optuna failures recorded without stopping the search, a summary table and CSV."""
+before the first starts, Optuna failures recorded without stopping the search, a summary table and CSV, and
+the trials' curves in one picture."""
 from __future__ import annotations
 
 import csv
@@ -59,6 +60,9 @@ def test_grid_runs_every_trial_and_summarizes_best_first(builder_train, tmp_path
     assert float(rows[0]["val/acc"]) >= float(rows[1]["val/acc"])  # best first
     assert {r["status"] for r in rows} == {"completed"}
     assert out.index("sweep summary (2 trials, best first):") < out.index("summary: grid/summary.csv")
+    assert "curves: grid/compare.png" in out  # the trials' curves beside summary.csv
+    from PIL import Image
+    assert Image.open(tmp_path / "grid" / "compare.png").size[0] > 800
 
 
 def test_optuna_checks_each_choice_up_front(builder_train, tmp_path, capsys):

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from builder.errors import ConfigError, suggest
-
-REQUIRED = object()  # marks an argument without a default
+from builder.settings import REQUIRED, Setting  # noqa: F401 - REQUIRED is the commands' marker too
 
 
 def take_raw(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
@@ -26,7 +25,8 @@ def take_raw(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], li
 
 
 def parse_args(argv: list[str], spec: dict[str, Any], groups: tuple[str, ...] = (), usage: str = "") -> dict[str, Any]:
-    """{key: value} for `argv`; `spec` maps each accepted key to its default (or REQUIRED).
+    """{key: value} for `argv`; `spec` maps each accepted key to a Setting (type, default, range: every value is
+    checked) or to a plain default (or REQUIRED).
 
     `usage`, if given, is shown under the problems (on the same numbered line, so the count stays right).
 
@@ -49,10 +49,12 @@ def parse_args(argv: list[str], spec: dict[str, Any], groups: tuple[str, ...] = 
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(argv)), resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"cannot parse the arguments: {str(e).splitlines()[0]}") from None
-    args = {k: parsed.get(k, default) for k, default in spec.items()}
-    missing = [k for k, v in args.items() if v is REQUIRED]
-    if missing:
-        raise ConfigError(_with_usage([f"{k}: required ({k}=...)" for k in missing], usage))
+    args = {k: parsed.get(k, s.default if isinstance(s, Setting) else s) for k, s in spec.items()}
+    problems = [f"{k}: required ({k}=...)" for k, v in args.items() if v is REQUIRED]
+    problems += [p for k, s in spec.items() if isinstance(s, Setting) and args[k] is not REQUIRED
+                 and (p := s.problem(k, args[k]))]
+    if problems:
+        raise ConfigError(_with_usage(problems, usage))
     for g in groups:
         args[g] = parsed.get(g, {})
     return args

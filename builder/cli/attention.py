@@ -12,16 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.cli import command
-from builder.cli.args import REQUIRED, parse_args
+from builder.cli.args import parse_args
 from builder.cli.example import example, split_verbatim
 from builder.errors import ConfigError
+from builder.settings import S
 
-SPEC = {"ckpt": REQUIRED, "out": None, "head": None, "layer": None, "allow_imports": False}
+SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
+        "out": S("str | None", None, "where the PNGs go (default outputs/attention)"),
+        "head": S("int | None", None, low=0), "layer": S("str | None", None, "an attention node"),
+        "allow_imports": S("bool", False)}
 DEFAULT_OUT = Path("outputs") / "attention"
 
 
 def main(argv: list[str] | None = None) -> None:
-    command("builder-attention", __doc__, _main, argv)
+    command("builder-attention", __doc__, _main, argv, SPEC)
 
 
 def _main(argv: list[str]) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from builder.cli import command
-from builder.cli.args import REQUIRED, apply_overrides, parse_args
+from builder.settings import S
+from builder.cli.args import apply_overrides, parse_args
 
-SPEC = {"ckpt": REQUIRED, "split": "val", "allow_imports": False}
+SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
+        "split": S("Literal['val', 'test']", "val"), "allow_imports": S("bool", False)}
 SPLITS = ("val", "test")
 
 
@@ -44,7 +46,7 @@ def evaluate(model: Any, cfg: dict[str, Any], split: str = "val", tokenizer: Any
 
 
 def main(argv: list[str] | None = None) -> None:
-    command("builder-eval", __doc__, run, argv)
+    command("builder-eval", __doc__, run, argv, SPEC)
 
 
 def run(argv: list[str]) -> dict[str, float]:

@@ -15,12 +15,17 @@ import sys
 from pathlib import Path
 
 from builder.cli import command
-from builder.cli.args import REQUIRED, parse_args, take_raw
+from builder.cli.args import parse_args, take_raw
 from builder.errors import ConfigError
+from builder.settings import S
 
-SPEC = {"ckpt": REQUIRED, "max_new_tokens": 200, "temperature": 0.8, "top_k": None, "top_p": None, "num_beams": 1,
-        "length_penalty": 1.0, "seed": None, "use_cache": True, "allow_imports": False,
-        "prompt": None, "prompt_file": None}  # the last two are taken out verbatim before parsing
+SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file, export or Hugging Face directory"),
+        "max_new_tokens": S("int", 200, low=0), "temperature": S("float", 0.8, "0: greedy", low=0),
+        "top_k": S("int | None", None, low=1), "top_p": S("float | None", None, low=0, high=1, above=True),
+        "num_beams": S("int", 1, "> 1: beam search", low=1), "length_penalty": S("float", 1.0),
+        "seed": S("int | None", None, "makes sampling repeatable", low=0), "use_cache": S("bool", True),
+        "allow_imports": S("bool", False, "let the model's own modules be imported"),
+        "prompt": S("str | None", None, "taken verbatim"), "prompt_file": S("str | None", None)}
 VERBATIM = ("prompt", "prompt_file")  # never parsed: a prompt is text, whatever it looks like
 USAGE = ("usage: builder-generate ckpt=RUN_DIR|FILE.ckpt|EXPORT_DIR|HF_GPT2_DIR [prompt=TEXT | prompt_file=FILE] "
          "[max_new_tokens=200] [temperature=0.8] [top_k=N] [top_p=P] [num_beams=1] [seed=N]")
@@ -43,7 +48,7 @@ def read_prompt(raw: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    command("builder-generate", __doc__, run, argv)
+    command("builder-generate", __doc__, run, argv, SPEC)
 
 
 def run(argv: list[str]) -> str:

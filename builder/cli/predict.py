@@ -9,14 +9,16 @@ the model's user block modules be imported.
 from __future__ import annotations
 
 from builder.cli import command
-from builder.cli.args import REQUIRED, parse_args
+from builder.cli.args import parse_args
 from builder.errors import ConfigError
+from builder.settings import S
 
-SPEC = {"ckpt": REQUIRED, "input": REQUIRED, "allow_imports": False}
+SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
+        "input": S("list", doc="one row [..] or several [[..], [..]] of raw values"), "allow_imports": S("bool", False)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    command("builder-predict", __doc__, _main, argv)
+    command("builder-predict", __doc__, _main, argv, SPEC)
 
 
 def _main(argv: list[str]) -> None:

@@ -11,15 +11,19 @@ from __future__ import annotations
 import json
 
 from builder.cli import command
-from builder.cli.args import REQUIRED, parse_args
+from builder.cli.args import parse_args
 from builder.cli.example import example, split_verbatim
 from builder.errors import ConfigError
+from builder.settings import S
 
-SPEC = {"ckpt": REQUIRED, "input": None, "node": None, "format": "text", "digits": 4, "allow_imports": False}
+SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
+        "input": S("list | None", None, "a classifier's raw values"), "node": S("str | None", None, "a glob"),
+        "format": S("Literal['text', 'json']", "text"), "digits": S("int", 4, low=1, high=17),
+        "allow_imports": S("bool", False)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    command("builder-trace", __doc__, _main, argv)
+    command("builder-trace", __doc__, _main, argv, SPEC)
 
 
 def _main(argv: list[str]) -> None:

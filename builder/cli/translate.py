@@ -12,17 +12,20 @@ from __future__ import annotations
 import sys
 
 from builder.cli import command
-from builder.cli.args import REQUIRED, parse_args
+from builder.cli.args import parse_args
 from builder.errors import ConfigError
+from builder.settings import S
 
-SPEC = {"ckpt": REQUIRED, "text": None, "num_beams": 1, "length_penalty": 1.0, "batch_size": 64,
-        "allow_imports": False}
+SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
+        "text": S("str | None", None, "without it, one sentence per line on standard input"),
+        "num_beams": S("int", 1, "> 1: beam search", low=1), "length_penalty": S("float", 1.0),
+        "batch_size": S("int", 64, low=1), "allow_imports": S("bool", False)}
 USAGE = ("usage: builder-translate ckpt=RUN_DIR|FILE.ckpt|EXPORT_DIR [text=\"...\"] [num_beams=N] "
          "[length_penalty=X] [batch_size=N]   (without text=, one sentence per line on standard input)")
 
 
 def main(argv: list[str] | None = None) -> None:
-    command("builder-translate", __doc__, _main, argv)
+    command("builder-translate", __doc__, _main, argv, SPEC)
 
 
 def _main(argv: list[str]) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from builder.contract import attention_inputs
 from builder.graph.assemble import GraphModel, block_modules
 
 
@@ -39,7 +40,7 @@ def save_heatmaps(maps: dict[str, torch.Tensor], queries: list[str], keys: dict[
                   out: Path, title: str = "") -> list[Path]:
     """One PNG per attention node: a grid of heads, query tokens down, key tokens across (batch row 0)."""
     import matplotlib
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files, never a window; imported here: drawing is rarely asked for
     import matplotlib.pyplot as plt
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -97,6 +98,5 @@ def token_axes(spec: Any, qualified: str, tokens: dict[str, list[str]]) -> tuple
     """The tokens along the query and key axes of attention node `qualified` ("layers.0.attn"): those of the
     model inputs its query and key ports come from (builder/contract.py attention_inputs); `tokens` maps
     model input names to their tokens."""
-    from builder.contract import attention_inputs
     queries, keys = attention_inputs(spec, qualified)
     return tokens.get(queries, []), tokens.get(keys, [])

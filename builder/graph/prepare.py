@@ -15,6 +15,8 @@ PLACEHOLDER_SIZE = 256
 def prepare_model_config(cfg: Any, sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Resolve `cfg.model` to plain data; `auto` variables take `sizes[name]` (or a placeholder)."""
     from omegaconf import OmegaConf
+    if not OmegaConf.is_dict(cfg.model):
+        return cfg.model if not OmegaConf.is_config(cfg.model) else OmegaConf.to_container(cfg.model)  # reported
     raw = OmegaConf.to_container(cfg.model, resolve=False)
     autos = [k for k, v in raw.items() if v == "auto"]
     if autos:

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from builder.graph.assemble import MISSING, make_block
 from builder.errors import ConfigError
+from builder.graph.assemble import MISSING, Graph, make_block, tie_weights
 from builder.graph.spec import ModelSpec, NodeSpec
 
 DTYPES = {"float": torch.float32, "long": torch.long, "bool": torch.bool}
@@ -64,7 +64,6 @@ def infer_shapes(spec: ModelSpec, sizes: dict[str, int] | None = None, quick: bo
             report(node.path, f"{node.block} `{node.name}`: {str(e).splitlines()[0]}")
             return Failed()
 
-    from builder.graph.assemble import Graph, tie_weights
     graph = Graph(spec.graph, make)
     tie_weights(graph, spec.graph, lambda node, message: report(f"{node.path}.tie", message))
     infos: list[NodeInfo] = []

@@ -151,6 +151,9 @@ def _parse_block(name: str, item: dict, p: str, blocks: dict, problems: list[str
     if kind is None:
         problems.append(f"{p}: missing `block:` (or `repeat:`); known blocks: {', '.join(sorted(blocks))}")
         return None
+    if not isinstance(kind, str):
+        problems.append(f"{p}.block: expected a block name, got {kind!r}; `builder-blocks` lists them")
+        return None
     if kind not in blocks:
         problems.append(f"{p}.block: unknown block '{kind}'{suggest(kind, blocks)}; `builder-blocks` lists them")
         return None

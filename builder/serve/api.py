@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from builder.contract import Roles
-from builder.serve import checkpoint
 from builder.errors import ConfigError
+from builder.graph.shapes import DTYPES
+from builder.plugins import TASKS
+from builder.serve import checkpoint
 
 
 def shown(value: Any) -> str:
@@ -71,7 +73,6 @@ def as_input(arg: str, value: Any, name: str, spec: dict[str, Any], one_row: boo
     {"shape": [batch, ...], "dtype": ...}: numbers of the spec's rank and fixed sizes, else a one-line
     ConfigError naming `arg`. With one_row, one sample without the batch dimension is a batch of one and []
     an empty batch."""
-    from builder.graph.shapes import DTYPES
     shape = list(spec["shape"])
     text = f"[{', '.join(map(str, shape))}]"
     if len(shape) == 2 and isinstance(shape[1], int):
@@ -178,7 +179,6 @@ def load(path: str | Path, allow_imports: bool = False) -> LoadedModel:
 
     allow_imports=True lets the model's `imports:` modules (user blocks) be imported; they run code.
     """
-    from builder.plugins import TASKS
     loaded = checkpoint.load(path, allow_imports=allow_imports)
     entry = TASKS.entries.get(loaded.config["task"]["name"])
     if entry is None:

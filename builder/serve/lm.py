@@ -11,8 +11,10 @@ from typing import Callable
 import torch
 
 from builder.contract import context_length
-from builder.serve.api import LoadedModel, as_texts, check_number
 from builder.errors import ConfigError
+from builder.serve import checkpoint
+from builder.serve.api import LoadedModel, as_texts, check_number
+from builder.serve.generation import decode, lm_step
 from builder.tokenizer import Tokenizer
 
 
@@ -82,7 +84,6 @@ class LanguageModel(LoadedModel):
         if not one:
             return [self.generate(p, max_new_tokens, temperature, top_k, top_p, num_beams, length_penalty, seed,
                                   stream, use_cache, stop_at_eos) for p in prompts]
-        from builder.serve.generation import decode, lm_step
         ids = self.prompt_ids(prompt)
         device = next(self.model.parameters()).device
         generator = torch.Generator(device).manual_seed(int(seed)) if seed is not None else None
@@ -109,7 +110,6 @@ class LanguageModel(LoadedModel):
 
 def load(path: str | Path, allow_imports: bool = False) -> LanguageModel:
     """A language model from a run directory, .ckpt file, export directory or Hugging Face GPT-2 directory."""
-    from builder.serve import checkpoint
     loaded = checkpoint.load(path, allow_imports=allow_imports)  # HF GPT-2 directories included
     if loaded.config["task"]["name"] != "language_model":
         raise ConfigError(f"ckpt: {loaded.path} is a '{loaded.config['task']['name']}' model, not a language model")

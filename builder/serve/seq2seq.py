@@ -10,6 +10,7 @@ import torch
 
 from builder.contract import Roles, context_length
 from builder.graph.decoding import DecodeState
+from builder.serve.generation import decode
 
 
 def seq2seq_step(model: torch.nn.Module, roles: Roles, src: torch.Tensor, src_pad: torch.Tensor,
@@ -37,7 +38,6 @@ def generate(model: torch.nn.Module, roles: Roles, src: torch.Tensor, src_pad: t
 
     Row i gets at most max_len_ratio * (its source length) + 10 tokens, so a translation does not depend on
     which other sentences share its batch."""
-    from builder.serve.generation import decode
     static = (roles.inputs["source"], roles.inputs["source_padding"])  # fixed while decoding: the encoder runs once
     limit = context_length(model.spec, roles.inputs["target"])
     prefix = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)  # (B, 1)

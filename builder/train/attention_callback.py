@@ -74,3 +74,6 @@ class AttentionMaps(L.Callback):
                 for p in paths:
                     image = np.asarray(Image.open(p).convert("RGB"))
                     logger.experiment.add_image(f"attention/{p.stem}", image, trainer.global_step, dataformats="HWC")
+            elif hasattr(getattr(logger, "experiment", None), "log_artifact"):  # MLflow: files under attention/step_N
+                for p in paths:
+                    logger.experiment.log_artifact(logger.run_id, str(p), f"attention/step_{trainer.global_step}")

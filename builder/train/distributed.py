@@ -14,15 +14,30 @@ shards each repeat copy (a transformer layer) and then the root module.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
+import traceback
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Iterator
 
-from lightning.pytorch.strategies import ModelParallelStrategy
+import torch
+import torch.distributed as dist
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
+from omegaconf import OmegaConf
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
-from builder.train.internals import SubprocessScriptLauncher, launcher, set_launcher, set_parallel_sizes
+from builder.errors import RunStopped
+from builder.graph.assemble import Repeat
+from builder.train.internals import (
+    SubprocessScriptLauncher,
+    launcher,
+    set_launcher,
+    set_parallel_sizes,
+)
 
 CONFIG_ENV = "BUILDER_DISTRIBUTED_CONFIG"
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
@@ -54,7 +69,6 @@ def use_config_launcher(trainer: Any, config: dict[str, Any], threads: int | Non
     base = launcher(trainer.strategy)
     if type(base) is not SubprocessScriptLauncher or base.cluster_environment.creates_processes_externally:
         return None
-    from omegaconf import OmegaConf
     ours = ConfigLauncher(base, OmegaConf.to_yaml(OmegaConf.create(config)), threads)
     set_launcher(trainer.strategy, ours)
     return ours
@@ -64,7 +78,6 @@ def finish_launch(ours: ConfigLauncher | None, saved_env: dict[str, str | None],
     """After fit: wait for the children (briefly when this process failed: a stuck child is killed), close
     the process group, and undo the launcher's environment, so the next run in this process (a sweep's next
     trial, a test) starts clean."""
-    import torch.distributed as dist
     if ours is not None:
         for proc in ours.procs:
             try:
@@ -84,13 +97,9 @@ def finish_launch(ours: ConfigLauncher | None, saved_env: dict[str, str | None],
 def make_strategy(spec: Any, timeout_s: float | None = None) -> Any:
     """Lightning's strategy from `trainer.strategy`: a registered name ("ddp") or a mapping with `_target_`
     (conf/trainer/fsdp.yaml); strategies that start a process group get `trainer.process_group_timeout`."""
-    import inspect
-    from datetime import timedelta
 
-    from lightning.pytorch.strategies import StrategyRegistry
     extra = {"timeout": timedelta(seconds=float(timeout_s))} if timeout_s else {}
     if isinstance(spec, dict) and spec.get("_target_"):
-        from hydra.utils import get_class, instantiate
         accepts = "timeout" in inspect.signature(get_class(spec["_target_"])).parameters
         return instantiate(spec, **(extra if accepts and "timeout" not in spec else {}))
     if isinstance(spec, str) and spec in StrategyRegistry and extra:
@@ -103,11 +112,8 @@ def make_strategy(spec: Any, timeout_s: float | None = None) -> Any:
 def collective_failure(error: BaseException, trainer: Any, timeout_s: float | None) -> Any:
     """A RunStopped naming this rank and the operation, when `error` came from a collective that could not
     complete (another process died, stopped answering or called a different collective); else None."""
-    import traceback
 
-    import torch.distributed as dist
 
-    from builder.errors import RunStopped
     frames = traceback.extract_tb(error.__traceback__)
     ops = [f.name for f in frames if f.filename.endswith("distributed_c10d.py") and not f.name.startswith("_")]
     backend = isinstance(error, getattr(dist, "DistError", ())) or any(
@@ -153,7 +159,6 @@ class FSDP(ModelParallelStrategy):
 
 def is_sharded(module: Any) -> bool:
     """Whether `module` holds only this rank's shard of its weights (FSDP2 `fully_shard`)."""
-    from torch.distributed.fsdp import FSDPModule
     return isinstance(module, FSDPModule)
 
 
@@ -190,8 +195,6 @@ def rank_zero_model(task: Any) -> Iterator[Any]:
 def all_ranks(flag: bool, device: Any) -> bool:
     """True when `flag` is True on every rank: a collective, so processes that decode a sharded model
     (which all-gathers weights at every step) stop at the same step even if one finished earlier."""
-    import torch
-    import torch.distributed as dist
     value = torch.tensor([int(flag)], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
@@ -202,9 +205,7 @@ def fsdp_task(cls: type) -> type:
 
     class Sharded(cls):  # type: ignore[valid-type, misc]
         def configure_model(self) -> None:
-            from torch.distributed.fsdp import fully_shard
 
-            from builder.graph.assemble import Repeat
             if getattr(self, "_sharded", False):
                 return
             mesh = self.device_mesh["data_parallel"]

@@ -31,6 +31,10 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._saved_at:
+            from builder.train.safety import StopOnNonFinite, check_weights
+            guard = next((c for c in trainer.callbacks if isinstance(c, StopOnNonFinite)), None)
+            if guard is not None:
+                check_weights(trainer, trainer.lightning_module, guard)
             trainer.save_checkpoint(self.path, weights_only=False)  # full state: it can resume a run
             self._saved_at = trainer.global_step
 
@@ -45,14 +49,3 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # a crash between steps (a data loader worker, a logger) must not lose the steps since the last save;
-        # a non-finite loss keeps the last good file, a full disk cannot take another, a signal saved already
-        from builder.train.safety import DiskFull, Interrupted, NonFiniteLoss
-        if isinstance(exception, (NonFiniteLoss, DiskFull, Interrupted)) or trainer.global_step == 0:
-            return
-        try:
-            self.save(trainer)
-        except Exception:  # noqa: BLE001 - the run's own error is the one to report
-            pass

@@ -39,18 +39,49 @@ def check(cfg: DictConfig) -> None:
         problems += check_binding(OmegaConf.to_container(cfg.task, resolve=True), spec)
     if "data" in cfg:
         problems += check_data(cfg.data, cfg.get("task"))
-    if "trainer" in cfg and not OmegaConf.select(cfg, "trainer._target_"):
-        problems.append("trainer._target_: missing; the trainer config holds lightning.Trainer arguments")
-    if "optim" in cfg and not OmegaConf.select(cfg, "optim.optimizer._target_"):
-        problems.append("optim.optimizer._target_: missing (e.g. torch.optim.AdamW with _partial_: true)")
-    schedule = OmegaConf.select(cfg, "optim.schedule", default="cosine")
-    if schedule not in ("cosine", "inverse_sqrt"):
-        from builder.errors import suggest
-        problems.append(f"optim.schedule: unknown schedule '{schedule}'{suggest(schedule, ('cosine', 'inverse_sqrt'))}; "
-                        "one of cosine, inverse_sqrt")
+    problems += check_settings(cfg)
     problems += check_loggers(cfg.get("logger"))
     if problems:
         raise ConfigError(problems)
+
+
+def check_settings(cfg: DictConfig) -> list[str]:
+    """The run options, the optimiser and the trainer against their typed schemas (builder/settings.py)."""
+    from builder import settings
+    from builder.config import resolve
+    problems = []
+    for name in cfg:  # every broken interpolation outside the model (whose own are reported with its graph)
+        if name != "model":
+            try:
+                resolve(cfg[name], str(name)) if OmegaConf.is_config(cfg._get_node(name)) else cfg[name]
+            except ConfigError as e:
+                problems += e.problems
+            except Exception as e:  # noqa: BLE001 - a top-level value that does not resolve
+                problems.append(f"{name}: {str(e).splitlines()[0]}")
+    if problems:
+        return problems
+    top = {k: v for k, v in cfg.items() if k not in settings.GROUPS}
+    problems += settings.check(OmegaConf.to_container(OmegaConf.create(top), resolve=True), settings.RUN, "")
+    for name, section, checker in (("optim", settings.OPTIM, None), ("trainer", None, settings.check_trainer)):
+        if name not in cfg:
+            continue
+        if not OmegaConf.is_dict(cfg._get_node(name)):
+            problems.append(f"{name}: expected a mapping, got {cfg[name]!r}")
+            continue
+        try:
+            values = OmegaConf.to_container(cfg[name], resolve=True)
+        except Exception:  # noqa: BLE001 - a broken interpolation is reported with its path elsewhere
+            continue
+        problems += checker(values) if checker else settings.check(values, section, name)
+    optimizer = OmegaConf.select(cfg, "optim.optimizer") if OmegaConf.is_dict(cfg.get("optim")) else None
+    if OmegaConf.is_dict(optimizer):
+        if not isinstance(optimizer.get("_target_"), str) or not optimizer.get("_target_"):
+            problems.append("optim.optimizer._target_: expected a class name such as torch.optim.AdamW, got "
+                            f"{optimizer.get('_target_')!r}")
+        if optimizer.get("_partial_") is not True:
+            problems.append(f"optim.optimizer._partial_: must be true (the optimiser is called with the parameter "
+                            f"groups), got {optimizer.get('_partial_')!r}")
+    return problems
 
 
 def check_shapes(cfg: DictConfig) -> None:
@@ -66,6 +97,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     """Train; `overrides` is what overrides.yaml records (default: Hydra's), `callbacks` are added to Lightning's."""
     check(cfg)
     from builder.train.distributed import is_rank_zero
+    from builder.train.loggers import record_status
     from builder.train.resume import check_changes, open_resume
     from builder.train.rundir import check_own, choose_run_dir, effective_resume, hydra_job, write_overrides
     rank0 = is_rank_zero()
@@ -94,12 +126,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
             from builder.train.safety import Interrupted
             interrupted = isinstance(e, Interrupted) or not isinstance(e, Exception)
             run.record("interrupted" if interrupted else "failed", time.perf_counter() - start, error=stopped or e)
+            record_status(run_dir)
         if stopped is not None:
             raise stopped from e
         raise
     status = "interrupted" if run.trainer.interrupted else "completed"
     if rank0:
         run.record(status, time.perf_counter() - start, value=value)
+        record_status(run_dir)
         print(f"{run.task.monitor} = {value:.4f} (best; mode {run.task.mode}) after {run.trainer.global_step} steps, "
               f"{time.perf_counter() - start:.1f} s; run directory: {run_dir}")
     return value
@@ -215,9 +249,12 @@ def in_words(error: BaseException) -> str:
         return "interrupted by Ctrl-C"
     if isinstance(error, SystemExit):
         return f"stopped with exit status {error.code}"
-    text = (str(error).strip().splitlines() or [""])[0]
+    lines = str(error).strip().splitlines() or [""]
+    text = lines[0]
     if isinstance(error, (RunStopped, ConfigError)):
         return text
+    if text.startswith("Caught ") and "DataLoader worker" in text:  # the worker's own error is its last line
+        return f"{text.removeprefix('Caught ').split(' in ', 1)[-1].rstrip('.')}: {lines[-1].strip()}"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,32 @@ class StopOnNonFinite(Callback):
             return
         if math.isfinite(value):
             value = "not finite on another process"
+        raise NonFiniteLoss(f"train/loss is {value} at step {trainer.global_step + 1}; training stopped before that "
+                            f"step changed the weights, and {self.kept()}. Try a lower optim.lr or "
+                            "trainer.gradient_clip_val")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            check_weights(trainer, pl_module, self)
+
+    def kept(self) -> str:
         if self.last_ckpt.is_file():
             step = torch.load(self.last_ckpt, map_location="cpu", weights_only=True).get("global_step", "?")
-            kept = f"the last good checkpoint is {self.last_ckpt} (step {step})"
-        else:
-            kept = "no checkpoint was written before it"
-        raise NonFiniteLoss(f"train/loss is {value} at step {trainer.global_step + 1}; training stopped before that "
-                            f"step changed the weights, and {kept}. Try a lower optim.lr or trainer.gradient_clip_val")
+            return f"the last good checkpoint is {self.last_ckpt} (step {step})"
+        return "no checkpoint was written before it"
+
+
+def check_weights(trainer: L.Trainer, pl_module: L.LightningModule, guard: StopOnNonFinite) -> None:
+    """A finite loss can still take a step so large that the weights overflow: before they are evaluated or
+    saved, a NaN or infinite weight stops the run the same way a NaN loss does."""
+    bad = next((name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()), None)
+    if trainer.world_size > 1:
+        bad = "a weight on another process" if trainer.strategy.reduce_boolean_decision(bad is not None, all=False) \
+            and bad is None else bad
+    if bad is not None:
+        raise NonFiniteLoss(f"the weights are not finite after step {trainer.global_step} ({bad}); training "
+                            f"stopped before saving them, and {guard.kept()}. Try a lower optim.lr or "
+                            "trainer.gradient_clip_val")
 
 
 class StopOnSignal(Callback):
@@ -120,7 +140,6 @@ class StopOnSignal(Callback):
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: stop now
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import threading
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 

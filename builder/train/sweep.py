@@ -10,14 +10,11 @@ Optuna sweep resumable: the sweep directory exists before Optuna opens its sqlit
 of a resumed study are numbered after the existing ones instead of overwriting their directories.
 
 SweepSummary (on_multirun_end) reads each trial directory's result.yaml and overrides.yaml, prints a table
-(best first by the task's monitor and mode, failed trials last) and writes it as summary.csv in the sweep
-directory.
+(best first by the task's monitor and mode, failed trials last), writes it as summary.csv in the sweep
+directory and draws the trials' curves beside it as compare.png (builder/train/compare.py).
 """
 from __future__ import annotations
 
-import csv
-import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,6 +130,8 @@ def prepare_optuna(config: DictConfig) -> None:
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from builder.train.compare import compare
+        from builder.train.runs import format_table, summary_rows, write_summary
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = summary_rows(sweep_dir)
         if not rows:
@@ -140,65 +139,5 @@ class SweepSummary(Callback):
         path = write_summary(rows, sweep_dir / "summary.csv")
         print(format_table(rows))
         print(f"summary: {path}")
-
-
-def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per trial directory: trial, status, monitor value, steps, seconds, swept parameters, error."""
-    trials = []
-    for d in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: _natural(p.name)):
-        if not (d / "result.yaml").is_file():
-            continue
-        result = OmegaConf.to_container(OmegaConf.load(d / "result.yaml"))
-        overrides = [str(o) for o in (result.get("overrides") or [])]
-        trials.append((d, result, dict(o.split("=", 1) for o in overrides if "=" in o)))
-    if not trials:
-        return []
-    # parameters that differ between trials (the fixed ones, such as the experiment, would only repeat)
-    keys = sorted({k for _, _, o in trials for k in o})
-    varying = [k for k in keys if len({o.get(k) for _, _, o in trials}) > 1]
-    monitor = next((r["monitor"] for _, r, _ in trials if r.get("monitor")), "value")
-    mode = next((r["mode"] for _, r, _ in trials if r.get("mode")), "min")
-    rows = []
-    for d, r, o in trials:
-        value = r.get("value")
-        ok = r.get("status") == "completed" and value is not None and math.isfinite(float(value))
-        rows.append({"trial": d.name, "status": r.get("status") if ok or r.get("status") != "completed" else "nan",
-                     monitor: float(value) if ok else None, "steps": r.get("steps"), "seconds": r.get("seconds"),
-                     **{k: o.get(k) for k in varying}, "error": r.get("error") or ""})
-    sign = -1 if mode == "max" else 1
-    rows.sort(key=lambda row: (row[monitor] is None, sign * float(row[monitor] or 0), _natural(row["trial"])))
-    return rows
-
-
-def write_summary(rows: list[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = [c for c in rows[0] if c != "error" or any(r["error"] for r in rows)]
-
-    def cell(column: str, v: Any) -> str:
-        if v is None:
-            return ""
-        if column == "seconds":
-            return f"{float(v):.1f}"
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        try:  # swept numbers as they were written on the command line, shortened (summary.csv keeps them whole)
-            return f"{float(v):.4g}" if any(c in str(v) for c in ".eE") else str(v)
-        except ValueError:
-            return str(v)
-    cells = [[cell(c, r[c]) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    n = len(rows)
-    return f"sweep summary ({n} trial{'s' if n != 1 else ''}, best first):\n" + "\n".join(lines)
-
-
-def _natural(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+        picture, _ = compare([sweep_dir], sweep_dir / "compare.png")
+        print(f"curves: {picture}")

@@ -25,6 +25,13 @@ class LeafFlowerData(L.LightningDataModule):
         unknown = [e["label"] for e in cfg["examples"] if e["label"] not in self.classes]
         if unknown:
             raise ConfigError(f"data.examples: label(s) {unknown} are not in data.classes {self.classes}")
+        if not cfg["examples"]:
+            raise ConfigError("data.examples: empty; give at least one example per class")
+        width = len(cfg["noise_std"])
+        for i, e in enumerate(cfg["examples"]):
+            if len(e["features"]) != width:
+                raise ConfigError(f"data.examples[{i}].features: {len(e['features'])} values, but data.noise_std "
+                                  f"has {width} (one per feature)")
         self.means = torch.tensor([e["features"] for e in cfg["examples"]], dtype=torch.float64)  # (K, F)
         self.labels = torch.tensor([self.classes.index(e["label"]) for e in cfg["examples"]])  # (K,)
         self.std = torch.tensor(cfg["noise_std"], dtype=torch.float64)  # (F,)

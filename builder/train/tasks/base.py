@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from builder.contract import Roles
+from builder.contract import Roles, output_vocabulary, vocabulary
 from builder.errors import ConfigError
+from builder.train.optim import build_optimizer
 
 CHECKPOINT_FORMAT = 1
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss}
@@ -92,7 +93,6 @@ class Task(L.LightningModule):
         self._tick = now
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from builder.train.optim import build_optimizer
         total = self.trainer.estimated_stepping_batches
         total = int(total) if math.isfinite(total) else 10**12  # no known end: warmup, then (nearly) flat
         optimizer, scheduler = build_optimizer(self.model, self.cfg["optim"], total)
@@ -113,7 +113,6 @@ def check_vocabulary(spec: Any, roles: Roles, role: str, size: str, tokens: int,
     """A tokenizer of `tokens` ids fits the embedding table of the input `role` is fed to and, when the model
     predicts those ids (`predicted`), the logits; else a one-line ConfigError naming the model variable that
     the data's `size` fills."""
-    from builder.contract import output_vocabulary, vocabulary
     name = roles.inputs[role]
     tables = {f"the embedding of input '{name}'": vocabulary(spec, name)}
     if predicted:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from builder.serve.generation import decode, lm_step
+from builder.train.distributed import rank_zero_model
 from builder.train.tasks.base import Task, check_vocabulary
 
 IGNORE = -100  # targets already scored by another validation window
@@ -84,8 +86,6 @@ class LanguageModelTask(Task):
     def generate_sample(self) -> str | None:
         """`task.sample_tokens` tokens after `task.sample_prompt`, with a fixed seed so samples compare across
         steps; on rank 0 (None elsewhere), but every rank must call it (see rank_zero_model)."""
-        from builder.train.distributed import rank_zero_model
-        from builder.serve.generation import decode, lm_step
         n = int(self.task_cfg.get("sample_tokens", 200) or 0)
         if n <= 0 or self.tokenizer is None:
             return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import sacrebleu
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +22,7 @@ from builder.contract import context_length
 from builder.errors import ConfigError
 from builder.pairs import special_ids, target_text, tokenizers_to_str
 from builder.serve.seq2seq import generate
+from builder.train.distributed import all_ranks, is_sharded
 from builder.train.tasks.base import Task, check_vocabulary
 
 IGNORE = -100  # label at padded target positions
@@ -28,7 +30,6 @@ IGNORE = -100  # label at padded target positions
 
 def text_metrics(hyps: list[str], refs: list[str], bleu_tokenize: str = "auto") -> dict[str, float]:
     """exact_match (0..1), chrf and bleu (sacrebleu, 0..100) of a corpus of outputs."""
-    import sacrebleu
     if bleu_tokenize == "auto":  # single-word targets have no words to count n-grams of: use characters
         bleu_tokenize = "char" if not any(len(r.split()) > 1 for r in refs) else "13a"
     exact = sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs))
@@ -94,7 +95,6 @@ class Seq2SeqTask(Task):
 
     def decode_batch(self, batch: dict[str, Any]) -> list[str]:
         """Greedy translations of a batch (task.eval_num_beams > 1: beam search)."""
-        from builder.train.distributed import all_ranks, is_sharded
         _, bos, eos = special_ids(self.tgt_tok)
         # every rank decodes the same batches; on a sharded model each step is a collective, so all stop together
         agree = (lambda finished: all_ranks(finished, self.device)) if is_sharded(self.model) else None
