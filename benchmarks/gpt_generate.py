@@ -24,7 +24,7 @@ def models():
 
     from builder.config import compose, resolve
     from builder.graph.build import build_model
-    from builder.serve.hf_gpt2 import to_hf
+    from builder.serve.hf_table import Family
     torch.manual_seed(0)
     cfg = compose(["model=gpt", f"model.vocab_size={VOCAB}", f"model.block_size={T}", f"model.n_layer={L}",
                    f"model.n_head={H}", f"model.d_model={C}"])
@@ -37,7 +37,7 @@ def models():
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa",
                                      bos_token_id=None, eos_token_id=None)
     hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
-    hf.load_state_dict(to_hf(ours.state_dict(), L), strict=False)  # the causal-mask buffers are HF's own
+    hf.load_state_dict(Family("gpt2").weights_out(ours), strict=False)  # the causal-mask buffers are HF's own
     return ours, hf
 
 

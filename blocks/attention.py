@@ -1,5 +1,8 @@
 """Multi-head self- and cross-attention on scaled_dot_product_attention, with a KV cache for decoding.
 
+The blocks for the Llama family (separate q/k/v projections, grouped-query attention, rotary positions, sliding
+window) are in grouped_attention.py; the key/value cache used while decoding in kv_cache.py.
+
 Masks: `pad_mask` / `kv_pad_mask` are bool (B, S) with True marking padding keys to ignore (the torch
 key_padding_mask convention). Internally masks are flipped to SDPA's convention, True = may attend.
 Setting `capture = True` on a module computes the attention weights explicitly and keeps them, detached,
@@ -13,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blocks.kv_cache import KVCache
 from builder.graph.registry import block
 
 
@@ -26,35 +30,53 @@ def merge_heads(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(B, T, H * hd)  # (B, T, C)
 
 
-def build_mask(pad_mask: torch.Tensor | None, T: int, S: int, causal: bool, device) -> torch.Tensor | None:
+def build_mask(pad_mask: torch.Tensor | None, T: int, S: int, causal: bool, device,
+               window: int | None = None) -> torch.Tensor | None:
     """Boolean mask broadcastable to (B, H, T, S), True where query may attend key; None when all may.
 
-    The T queries sit at absolute positions S-T .. S-1, so query i sees keys 0 .. S-T+i when causal.
+    The T queries sit at positions S-T .. S-1 of the keys, so query i sees keys 0 .. S-T+i when causal, and
+    with a sliding window only the last `window` of those (keys S-T+i-window+1 .. S-T+i).
     """
     mask = None if pad_mask is None else ~pad_mask[:, None, None, :]  # (B, 1, 1, S)
     if causal and T > 1:  # a single newest query sees every key: no causal mask needed
         c = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
+        if window is not None:
+            c = c.triu(diagonal=S - T - window + 1)
         mask = c if mask is None else mask & c
     return mask
 
 
 class Attention(nn.Module):
-    """Shared core of self- and cross-attention: head bookkeeping, SDPA call, optional weight capture."""
+    """Shared core of the attention blocks: head bookkeeping, KV cache, SDPA call, optional weight capture."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    block_name = "attention"
+
+    def __init__(self, dim: int, heads: int, dropout: float, head_dim: int | None = None):
         super().__init__()
-        if dim % heads != 0:
-            raise ValueError(f"attention: dim={dim} is not divisible by heads={heads}")
+        if head_dim is None and dim % heads != 0:
+            raise ValueError(f"{self.block_name}: dim={dim} is not divisible by heads={heads}")
         self.heads = heads
         self.dropout = dropout
         self.capture = False  # when True, keep the attention weights in self.weights
         self.weights: torch.Tensor | None = None
 
+    def cache(self, state, window: int | None = None) -> KVCache:
+        """This module's key/value cache in the decoding state."""
+        slot = state.slot(self)
+        if "kv" not in slot:
+            slot["kv"] = KVCache(window, self.block_name)
+        return slot["kv"]
+
     def attend(self, q, k, v, mask, is_causal: bool = False) -> torch.Tensor:
-        """q (B, H, T, hd), k and v (B, H, S, hd) -> (B, T, C)."""
+        """q (B, H, T, hd), k and v (B, Hkv, S, hd) -> (B, T, H*hd); each group of H/Hkv query heads shares
+        one key/value head (grouped-query attention; Hkv = H is multi-head attention)."""
         p = self.dropout if self.training else 0.0
+        gqa = k.shape[1] != q.shape[1]
         if not self.capture:
-            return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal))
+            return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
+                                                              enable_gqa=gqa))
+        if gqa:
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))  # (B, H, S, hd)
         T, S = q.shape[-2], k.shape[-2]
         if is_causal:
             mask = build_mask(None, T, S, True, q.device)
@@ -76,6 +98,8 @@ class SelfAttention(Attention):
     (B, offset+T) or only this call's new keys (B, T); the mask of earlier keys is then kept in the cache.
     """
 
+    block_name = "self_attention"
+
     def __init__(self, dim: int, heads: int, causal: bool = False, dropout: float = 0.0, bias: bool = True):
         super().__init__(dim, heads, dropout)
         self.causal = causal
@@ -88,44 +112,13 @@ class SelfAttention(Attention):
         qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, hd)
         if state is not None:
-            k, v, pad_mask = self._extend_cache(state.slot(self), k, v, pad_mask)  # k, v (B, H, S, hd)
+            k, v, pad_mask = self.cache(state).update(k, v, pad_mask)  # k, v (B, H, S, hd)
         S = k.shape[2]
         if pad_mask is None and (T == 1 or not self.causal):
             return self.proj(self.attend(q, k, v, None))  # no mask: a decoding step's one query sees every key
         if self.causal and pad_mask is None and S == T:
             return self.proj(self.attend(q, k, v, None, is_causal=True))  # fast path
         return self.proj(self.attend(q, k, v, build_mask(pad_mask, T, S, self.causal, x.device)))  # (B, T, C)
-
-    @staticmethod
-    def _extend_cache(cache: dict, k, v, pad_mask):
-        """Append this call's keys/values (and padding flags) to the cache; return everything cached.
-
-        Keys and values live in buffers that grow by doubling, so a decoding step writes its own position
-        instead of copying the whole cache."""
-        old = cache.get("n", 0)
-        B, H, T, hd = k.shape
-        S = old + T
-        kbuf, vbuf = cache.get("k"), cache.get("v")
-        if kbuf is None or kbuf.shape[2] < S:
-            capacity = max(S, 2 * old, 64)
-            kbuf, vbuf = k.new_empty(B, H, capacity, hd), v.new_empty(B, H, capacity, hd)  # (B, H, capacity, hd)
-            if old:
-                kbuf[:, :, :old], vbuf[:, :, :old] = cache["k"][:, :, :old], cache["v"][:, :, :old]
-            cache["k"], cache["v"] = kbuf, vbuf
-        kbuf[:, :, old:S], vbuf[:, :, old:S] = k, v
-        cache["n"] = S
-        k, v = kbuf[:, :, :S], vbuf[:, :, :S]  # (B, H, S, hd)
-        if pad_mask is not None or "pad" in cache:
-            if pad_mask is None:
-                pad_mask = torch.zeros(B, S - old, dtype=torch.bool, device=k.device)
-            if pad_mask.shape[1] not in (S, S - old):
-                raise ValueError(f"self_attention: pad_mask covers {pad_mask.shape[1]} keys; expected {S - old} "
-                                 f"(this call) or {S} (all cached keys)")
-            if pad_mask.shape[1] != S:  # only the new keys: prepend the earlier ones
-                prev = cache["pad"] if "pad" in cache else torch.zeros(B, old, dtype=torch.bool, device=k.device)
-                pad_mask = torch.cat([prev, pad_mask], dim=1)  # (B, S)
-            cache["pad"] = pad_mask
-        return k, v, pad_mask
 
 
 @block("cross_attention", attention=("x", "kv"))
@@ -135,6 +128,8 @@ class CrossAttention(Attention):
     With a decoding state, the projected keys/values of kv (and kv_pad_mask) are cached on the first call and
     reused afterwards, since the encoder output does not change while decoding; later kv inputs are ignored.
     """
+
+    block_name = "cross_attention"
 
     def __init__(self, dim: int, heads: int, kv_dim: int | None = None, dropout: float = 0.0, bias: bool = True):
         super().__init__(dim, heads, dropout)

@@ -1,7 +1,11 @@
-"""The position-wise feed-forward network of a transformer layer."""
+"""The position-wise feed-forward network of a transformer layer, plain or gated (SwiGLU, GeGLU)."""
 from __future__ import annotations
 
+from functools import partial
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from blocks.activations import ACTIVATIONS
@@ -26,6 +30,34 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.fc1(x))  # (B, T, hidden)
         return self.fc2(h if self.drop is None else self.drop(h))  # (B, T, dim)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+
+GATES = {"swiglu": F.silu, "geglu": F.gelu, "geglu_tanh": partial(F.gelu, approximate="tanh")}
+
+
+@block("gated_feed_forward")
+class GatedFeedForward(nn.Module):
+    """Gated feed-forward network (Shazeer, 2020): down(act(gate(x)) * up(x)), act = SiLU (swiglu, Llama) or GELU."""
+
+    def __init__(self, dim: int, hidden: int, activation: Literal["swiglu", "geglu", "geglu_tanh"] = "swiglu",
+                 dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        if activation not in GATES:
+            raise ValueError(f"gated_feed_forward: unknown activation '{activation}'; known: {', '.join(GATES)}")
+        self.activation = activation
+        self.act = GATES[activation]
+        self.gate = nn.Linear(dim, hidden, bias=bias)
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None  # None: no module call on the hot path
+        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.down.residual_projection = True  # its output joins the residual stream
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.gate(x)) * self.up(x)  # (B, T, hidden)
+        return self.down(h if self.drop is None else self.drop(h))  # (B, T, dim)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"

@@ -16,6 +16,10 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be found, read or trusted."""
+
+
 class RunStopped(RuntimeError):
     """Training stopped for a reason its message states in one line (a non-finite loss, a process that
     stopped answering); the command prints that line and exits 1, without a traceback."""

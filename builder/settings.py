@@ -120,6 +120,7 @@ RUN = {
     "run_dir": S("str | None", None, "the run directory; null: outputs/<date>/<time>"),
     "resume": S("str | None", None, "RUN_DIR, a .ckpt file, latest or auto"),
     "outputs_dir": S("str", "outputs", "where dated run directories and the latest link go"),
+    "generation": S("dict | None", None, "eos_id: where generation stops (read from a Hugging Face directory)"),
 }
 
 OPTIM = {

@@ -10,10 +10,14 @@ from torch import nn
 from blocks.activations import ACTIVATIONS, gelu, leaky_relu, relu, sigmoid, step, tanh
 from blocks.attention import CrossAttention, SelfAttention
 from blocks.embedding import PositionEmbedding, TokenEmbedding
-from blocks.feed_forward import FeedForward
+from blocks.feed_forward import FeedForward, GatedFeedForward
+from blocks.grouped_attention import GroupedQueryAttention
 from blocks.heads import ClassifierHead, LMHead
 from blocks.input_norm import InputNorm
+from blocks.kv_cache import KVCache
+from blocks.norm import RMSNorm
 from blocks.residual import AddNorm, add
+from blocks.rope import Rotary, inverse_frequencies
 from blocks.sinusoidal import SinusoidalPosition
 from blocks.softmax import softmax
 from builder.graph import registry
@@ -292,12 +296,132 @@ def test_feed_forward_equals_manual_composition():
         FeedForward(4, 8, activation="swish")
 
 
+# ---------------------------------------------------------------- the Llama family's blocks
+
+ROPES = [{"theta": 10000.0}, {"theta": 500000.0, "type": "linear", "factor": 4.0},
+         {"theta": 500000.0, "type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_len": 16}]
+HF_ROPE = {"theta": "rope_theta", "type": "rope_type", "original_max_len": "original_max_position_embeddings"}
+
+
+@pytest.mark.parametrize("rope", ROPES, ids=lambda r: r.get("type", "default"))
+def test_rotary_matches_transformers(rope):
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    from transformers import LlamaConfig
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=64,
+                         rope_parameters={HF_ROPE.get(k, k): v for k, v in rope.items()})
+    reference = llama.LlamaRotaryEmbedding(config)
+    assert torch.equal(inverse_frequencies(16, **rope), reference.inv_freq)
+    q, k = torch.randn(2, 4, 7, 16), torch.randn(2, 2, 7, 16)
+    cos, sin = reference(q, torch.arange(5, 12)[None])
+    ours = Rotary(16, rope)(q, k, offset=5)  # positions 5 .. 11
+    for a, b in zip(ours, llama.apply_rotary_pos_emb(q, k, cos, sin)):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="rope.thet: unknown key"):
+        Rotary(16, {"thet": 1.0})
+    with pytest.raises(ValueError, match="rope.original_max_len: required for type llama3"):
+        Rotary(16, {"type": "llama3", "factor": 8.0})
+
+
+def test_rms_norm_matches_transformers_formula():
+    norm = RMSNorm(8, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_()
+    x = torch.randn(2, 3, 8) * 5
+    expected = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    assert torch.allclose(norm(x), expected, atol=ATOL) and RMSNorm(4).eps == 1e-6
+
+
+def test_gated_feed_forward_equals_manual_composition():
+    for activation, act in (("swiglu", F.silu), ("geglu", F.gelu)):
+        ff = GatedFeedForward(4, 8, activation=activation, bias=True).eval()
+        x = torch.randn(2, 3, 4)
+        assert torch.allclose(ff(x), ff.down(act(ff.gate(x)) * ff.up(x)), atol=ATOL)
+    assert ff.down.residual_projection is True and ff.gate.bias is not None
+    with pytest.raises(ValueError, match="known: swiglu, geglu"):
+        GatedFeedForward(4, 8, activation="reglu")
+
+
+def reference_attention(attn, x, window=None):
+    """Eager attention from the block's own projections: rotary, repeated key/value heads, a (banded) causal mask."""
+    B, T, _ = x.shape
+    H, Hkv, hd = attn.heads, attn.kv_heads, attn.head_dim
+    q, k, v = (lin(x).view(B, T, n, hd).transpose(1, 2) for lin, n in ((attn.q, H), (attn.k, Hkv), (attn.v, Hkv)))
+    if attn.q_norm is not None:
+        q, k = (t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * n.weight
+                for t, n in ((q, attn.q_norm), (k, attn.k_norm)))
+    q, k = attn.rotary(q, k)
+    k, v = (t.repeat_interleave(H // Hkv, dim=1) for t in (k, v))
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None]
+    allowed = (j <= i) & ((j > i - window) if window else True)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(hd)).masked_fill(~allowed, float("-inf"))
+    return attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * hd))
+
+
+@pytest.mark.parametrize("kv_heads, window, qk_norm", [(4, None, False), (2, 3, False), (1, None, True), (2, 9, True)])
+def test_grouped_query_attention_matches_eager_reference(kv_heads, window, qk_norm):
+    attn = GroupedQueryAttention(16, 4, kv_heads=kv_heads, rope={"theta": 100.0}, sliding_window=window,
+                                 qk_norm=qk_norm, bias=["q", "k", "v"]).eval()
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        expected = reference_attention(attn, x, window)
+        assert torch.allclose(attn(x), expected, atol=ATOL)
+        attn.capture = True
+        assert torch.allclose(attn(x), expected, atol=ATOL)
+    w = attn.weights  # (B, H, T, T): every query head, rows sum to 1, nothing after or beyond the window
+    assert w.shape == (2, 4, 7, 7) and torch.allclose(w.sum(-1), torch.ones(2, 4, 7), atol=ATOL)
+    i, j = torch.arange(7)[:, None], torch.arange(7)[None]
+    assert (w[..., (j > i) | (j <= i - (window or 7))] == 0).all()
+    assert [n for n in ("q", "k", "v", "proj") if getattr(attn, n).bias is not None] == ["q", "k", "v"]
+    with pytest.raises(ValueError, match="bias: unknown projection 'o'"):
+        GroupedQueryAttention(16, 4, bias=["q", "o"])
+    with pytest.raises(ValueError, match="kv_heads: 3 does not divide heads=4"):
+        GroupedQueryAttention(16, 4, kv_heads=3)
+
+
+@pytest.mark.parametrize("chunks", [[1] * 9, [4, 1, 1, 3], [6, 3]])
+def test_cached_grouped_attention_with_rope_and_window_equals_full_pass(chunks):
+    attn = GroupedQueryAttention(16, 4, kv_heads=2, rope={"theta": 100.0}, sliding_window=3).eval()
+    x = torch.randn(2, 9, 16)
+    state, outs, start, buffers = FakeState(), [], 0, set()
+    with torch.no_grad():
+        for n in chunks:
+            outs.append(attn(x[:, start:start + n], state=state))
+            start += n
+            state.offset = start
+            cache = state.slot(attn)["kv"]
+            buffers.add(id(cache.k))
+            assert cache.end - cache.start <= max(3, n + 2)  # only what a later query can still see is kept
+        assert torch.allclose(torch.cat(outs, dim=1), attn(x), atol=ATOL)
+    assert len(buffers) == 1  # 9 positions fit the first 64-row buffer: no step copied the cache
+
+
+def test_kv_cache_grows_by_doubling_keeps_its_window_and_follows_beams():
+    cache = KVCache()
+    k = torch.arange(70.0).view(1, 1, 70, 1).expand(2, 1, 70, 1)
+    cache.update(k[:, :, :60], k[:, :, :60])
+    first = cache.k
+    for t in range(60, 64):  # room left in the first buffer: each step writes one row in place
+        out, _, _ = cache.update(k[:, :, t:t + 1], k[:, :, t:t + 1])
+        assert cache.k is first and out.shape[2] == t + 1
+    out, _, _ = cache.update(k[:, :, 64:70], k[:, :, 64:70])
+    assert cache.k.shape[2] == 128 and torch.equal(out, k)
+    windowed = KVCache(window=4)
+    for t in range(70):
+        out, _, _ = windowed.update(k[:, :, t:t + 1], k[:, :, t:t + 1])
+        assert torch.equal(out, k[:, :, max(0, t - 3):t + 1])  # the last 4 positions, its own included
+    windowed.reorder(torch.tensor([1, 1]))
+    assert windowed.k.shape[0] == 2
+    with pytest.raises(ValueError, match="pad_mask covers 3 keys; expected 1 .this call. or 71"):
+        windowed.update(k[:, :, :1], k[:, :, :1], torch.zeros(2, 3, dtype=torch.bool))
+
+
 # ---------------------------------------------------------------- schemas: ast reading vs. the decorator
 
 EXPECTED_BLOCKS = {
     "linear", "relu", "gelu", "sigmoid", "tanh", "leaky_relu", "step", "softmax", "feed_forward", "dropout",
     "layer_norm", "add", "add_norm", "input_norm", "token_embedding", "position_embedding", "sinusoidal_position",
-    "self_attention", "cross_attention", "classifier_head", "lm_head",
+    "self_attention", "cross_attention", "classifier_head", "lm_head", "attention", "rms_norm", "gated_feed_forward",
 }
 
 
@@ -333,3 +457,6 @@ def test_schema_details():
     assert [p.name for p in s["cross_attention"].ports] == ["x", "kv", "kv_pad_mask"]
     assert s["cross_attention"].traits == {"attention": ("x", "kv")} and s["self_attention"].traits["attention"] == ("x",)
     assert s["position_embedding"].traits == {"positions": "max_len"} and not s["linear"].traits
+    assert s["attention"].traits == {"attention": ("x",)} and s["attention"].stateful
+    assert s["attention"].args["bias"].type == "bool | list[str]" and s["attention"].args["rope"].default is None
+    assert s["gated_feed_forward"].args["activation"].type == "Literal['swiglu', 'geglu', 'geglu_tanh']"

@@ -124,6 +124,20 @@ def test_cached_and_uncached_generation_agree_past_the_window():
     assert torch.equal(beams[0], beams[1])  # caches follow their beams through state.reorder
 
 
+def test_llama_with_rotary_positions_and_a_window_decodes_alike_with_and_without_cache():
+    """No position table: the cache is never dropped; rotary keys are cached rotated, the window trims them,
+    and beam search reorders the KV caches (blocks/kv_cache.py) with the beams."""
+    torch.manual_seed(0)
+    cfg = compose(["model=llama", "model.vocab_size=11", "model.block_size=16", "model.n_layer=2", "model.n_head=4",
+                   "model.kv_heads=2", "model.d_model=16", "model.d_ff=24", "model.sliding_window=5"])
+    model = build_model(resolve(cfg.model, "model")).eval()
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    for kwargs in ({}, {"temperature": 1.0}, {"num_beams": 3}):  # 24 new tokens: past block_size and the window
+        runs = [decode(lm_step(model, use_cache=use_cache), prompt, max_new_tokens=24,
+                       generator=torch.Generator().manual_seed(1), **kwargs) for use_cache in (True, False)]
+        assert torch.equal(runs[0], runs[1]) and runs[0].shape == (2, 27)
+
+
 def test_module_hooks_run_while_decoding():
     """Decoding skips nn.Module.__call__'s layers only when no hook would run."""
     model = tiny_gpt()

@@ -1,4 +1,5 @@
-"""The config-built GPT-2 against transformers' GPT2LMHeadModel: same weights, same logits, same greedy text."""
+"""The config-built GPT-2 against transformers' GPT2LMHeadModel: same weights, same logits, same greedy text, and
+back to a directory transformers loads (the GPT-2 table, conf/hf/gpt2.yaml)."""
 import json
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 from builder.config import compose, resolve
 from builder.errors import ConfigError
 from builder.graph.build import build_model
-from builder.serve.hf_gpt2 import from_hf, load_gpt2_dir, model_config, to_hf
+from builder.serve import hf as hf_dirs
+from builder.serve.hf_table import Family
 
 transformers = pytest.importorskip("transformers")
 
@@ -21,12 +23,13 @@ def hf_gpt2(attn="eager", **overrides):
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
-def ours_like(hf):
+def ours_like(hf, tensors=None):
     cfg = compose(["model=gpt", f"model.vocab_size={SIZES['vocab_size']}", f"model.block_size={SIZES['n_positions']}",
                    f"model.n_layer={SIZES['n_layer']}", f"model.n_head={SIZES['n_head']}",
                    f"model.d_model={SIZES['n_embd']}", "model.dropout=0.0"])
     model = build_model(resolve(cfg.model, "model")).eval()
-    model.load_state_dict(from_hf(hf.state_dict(), SIZES["n_layer"]), strict=True)
+    tensors = hf.state_dict() if tensors is None else tensors
+    model.load_state_dict(Family("gpt2").weights_in(tensors, model, "test"), strict=True)
     return model
 
 
@@ -37,10 +40,13 @@ def test_same_logits_as_transformers(attn):
     idx = torch.randint(0, SIZES["vocab_size"], (3, SIZES["n_positions"]))
     with torch.no_grad():
         assert torch.allclose(ours(idx), hf(idx).logits, atol=1e-5, rtol=0)
-    back = to_hf(ours.state_dict(), SIZES["n_layer"])
-    for name, t in hf.state_dict().items():
-        if name in back:
-            assert torch.equal(back[name], t), name
+    # GPT2Model's and the original GPT-2 files' names: no "transformer." prefix, causal-mask buffers beside
+    old = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items()} | {"h.0.attn.masked_bias": torch.zeros(())}
+    assert all(torch.equal(a, b) for a, b in zip(ours_like(hf, old).state_dict().values(), ours.state_dict().values()))
+    back = Family("gpt2").weights_out(ours)
+    assert set(back) == set(hf.state_dict()) - {"lm_head.weight"}  # tied: stored once, as transformers does
+    for name, t in back.items():
+        assert torch.equal(hf.state_dict()[name], t), name
 
 
 def save_hf_dir(path):
@@ -68,13 +74,30 @@ def test_hf_directory_greedy_generation_matches(tmp_path, capsys):
     new = ref[0, ids.shape[1]:].tolist()
     new = new[: new.index(0)] if 0 in new else new  # both stop at <|endoftext|>
     assert out == text + "\n" and text == prompt + tok.decode(new)
-    _, config, tokenizer = load_gpt2_dir(tmp_path)
+    _, config, tokenizer = hf_dirs.load_dir(tmp_path)
     assert config["model"]["n_layer"] == SIZES["n_layer"] and tokenizer == tok.to_str()
+
+
+def test_round_trip_to_a_directory_transformers_loads(tmp_path, capsys):
+    from builder.cli.export import main as export
+    hf, tok = save_hf_dir(tmp_path / "hf")
+    export([f"ckpt={tmp_path / 'hf'}", "format=hf", f"out={tmp_path / 'back'}"])
+    assert "config.json, model.safetensors, tokenizer.json, tokenizer_config.json" in capsys.readouterr().out
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert type(back) is transformers.GPT2LMHeadModel and back.config.eos_token_id == tok.eos_id
+    idx = torch.randint(0, tok.vocab_size, (2, SIZES["n_positions"]))
+    with torch.no_grad():
+        assert torch.allclose(back(idx).logits, hf(idx).logits, atol=1e-4, rtol=0)
+    text = "the cat sat on the log"
+    ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")(text, add_special_tokens=False)["input_ids"]
+    assert ids == tok.encode(text)
+    export([f"ckpt={tmp_path / 'hf'}", f"out={tmp_path / 'ours'}"])  # without format: our own export, as before
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.yaml", "model.safetensors", "tokenizer.json"]
 
 
 def test_unsupported_hf_variant_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="layer_norm_epsilon=0.001 is not supported"):
-        model_config({"model_type": "gpt2", "layer_norm_epsilon": 1e-3})
+        Family("gpt2").variables({"model_type": "gpt2", "layer_norm_epsilon": 1e-3}, "config.json")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", **SIZES}))
     with pytest.raises(ConfigError, match="no model.safetensors"):
-        load_gpt2_dir(tmp_path)
+        hf_dirs.load_dir(tmp_path)

@@ -18,6 +18,7 @@ register_resolvers()
 TINY = {
     "mlp": {},
     "gpt": {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "d_model": 16},
+    "llama": {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "kv_heads": 1, "d_model": 16, "d_ff": 24},
     "transformer": {"src_vocab_size": 13, "tgt_vocab_size": 11, "max_len": 16, "d_model": 16, "n_head": 2,
                     "d_ff": 32, "n_encoder_layers": 2, "n_decoder_layers": 2},
 }
@@ -45,7 +46,7 @@ def test_every_model_config_in_conf_builds_at_tiny_sizes():
     for name, sizes in TINY.items():
         model = build_model(model_cfg(name, **sizes))
         args = [torch.randn(3, 4)] if name == "mlp" else None
-        if name == "gpt":
+        if name in ("gpt", "llama"):
             args = [torch.randint(0, 11, (3, 8))]
         if name == "transformer":
             args = [torch.randint(0, 13, (3, 5)), torch.zeros(3, 5, dtype=torch.bool),

@@ -3,7 +3,7 @@
     builder-generate ckpt=RUN_DIR prompt="To be, or not to be" max_new_tokens=200 temperature=0.8 top_k=50 seed=1
     builder-generate ckpt=RUN_DIR prompt_file=prompt.txt temperature=0          # greedy
     echo "Once upon a time" | builder-generate ckpt=RUN_DIR num_beams=4          # beam search, prompt from stdin
-    builder-generate ckpt=path/to/hf_gpt2_dir prompt="Hello"                     # a Hugging Face GPT-2 directory
+    builder-generate ckpt=path/to/hf_dir prompt="Hello"       # a Hugging Face GPT-2, Llama, Mistral or Qwen2 directory
 
 The prompt is taken verbatim from `prompt=` (everything after the first "=", commas, quotes and "=" included),
 `prompt_file=`, or standard input when it is not a terminal. temperature=0 is greedy; num_beams>1 is beam

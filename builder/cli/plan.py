@@ -68,17 +68,14 @@ def model_of_file(path: Path) -> tuple[Any, str]:
 
 def stored_model(ckpt: str, allow_imports: bool) -> tuple[dict[str, Any], str]:
     """The model section of a trained model's config (a run directory, .ckpt file, export or Hugging Face
-    GPT-2 directory), read without its weights."""
-    import json
-
+    directory), read without its weights."""
+    from builder.serve import hf
     from builder.serve.checkpoint import CheckpointError, check_imports, locate, read_config
-    from builder.serve.hf_gpt2 import is_gpt2_dir, model_config
     if not ckpt:
         raise ConfigError("ckpt: empty; give a run directory, a .ckpt file or an export directory")
     path = Path(ckpt).expanduser()
-    if is_gpt2_dir(path):
-        hf = path / "config.json"
-        return model_config(json.loads(hf.read_text()), str(hf))["model"], path.name
+    if hf.is_hf_dir(path):
+        return hf.run_config(path)["model"], path.name
     found = locate(path)
     cfg, _ = read_config(found)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):

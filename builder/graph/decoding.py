@@ -1,6 +1,7 @@
-"""State for incremental decoding: per-module caches (keys and values), the number of positions already
-processed, and the values of nodes that depend only on inputs that stay fixed while decoding (an
-encoder's output is computed once per source batch)."""
+"""State for incremental decoding: per-module caches (keys and values: blocks/kv_cache.py), the number of
+positions already processed (where new positions start: learned, sinusoidal and rotary positions read it), and
+the values of nodes that depend only on inputs that stay fixed while decoding (an encoder's output is computed
+once per source batch)."""
 from __future__ import annotations
 
 from typing import Any
@@ -24,10 +25,14 @@ class DecodeState:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows (beam search keeps the caches of the surviving beams). Tensors with a batch
-        dimension of 1 are broadcast over the batch (a position table) and stay as they are."""
+        dimension of 1 are broadcast over the batch (a position table) and stay as they are; a cache object
+        reorders itself."""
         for slot in self._slots.values():
             for key, value in slot.items():
-                slot[key] = _select(value, index)
+                if hasattr(value, "reorder"):
+                    value.reorder(index)
+                else:
+                    slot[key] = _select(value, index)
         self.values = {k: _select(v, index) for k, v in self.values.items()}
 
 

@@ -3,5 +3,6 @@
     checkpoint     finding and loading checkpoints safely, exporting
     api            builder.load and the loaded-model classes (predict), input checks
     lm, translation, generation   text generation and translation (greedy, sampling, beam search, KV cache)
-    hf_gpt2        Hugging Face GPT-2 directories
+    hf, hf_table   Hugging Face directories of the families in conf/hf (GPT-2, Llama, Mistral, Qwen2, Phi-3), in
+                   and out
 """

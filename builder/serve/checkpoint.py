@@ -1,8 +1,9 @@
 """Finding and loading trained models safely, and exporting them.
 
-`ckpt=` may name a run directory (its checkpoints/best.ckpt), a .ckpt file, or an export directory
-(model.safetensors + config.yaml). Checkpoints are read with torch.load(weights_only=True): plain data and
-tensors only, so a checkpoint can never run code while loading. The modules a model's config lists under
+`ckpt=` may name a run directory (its checkpoints/best.ckpt), a .ckpt file, an export directory
+(model.safetensors + config.yaml), or a Hugging Face directory (config.json + safetensors, builder/serve/hf.py).
+Checkpoints are read with torch.load(weights_only=True): plain data and tensors only, so a checkpoint can never
+run code while loading. The modules a model's config lists under
 `imports:` are imported only when the caller allows it.
 """
 from __future__ import annotations
@@ -12,13 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.errors import ConfigError
+from builder.errors import CheckpointError, ConfigError  # noqa: F401 - CheckpointError: this module's error
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer.json"
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be found, read or trusted."""
 
 
 @dataclass
@@ -112,9 +109,9 @@ def check_imports(cfg: dict[str, Any], allow_imports: bool, where: Path) -> None
 def load(path: str | Path, allow_imports: bool = False) -> Loaded:
     """Find, check and load a trained model (see the module docstring for what `path` may be)."""
     from builder.graph.build import build_model
-    from builder.serve.hf_gpt2 import is_gpt2_dir, load_gpt2_dir
-    if is_gpt2_dir(path):  # config.json (model_type gpt2) + model.safetensors + tokenizer.json
-        model, cfg, tokenizer = load_gpt2_dir(path)
+    from builder.serve import hf
+    if hf.is_hf_dir(path):  # a Hugging Face directory: config.json, safetensors weights, tokenizer.json
+        model, cfg, tokenizer = hf.load_dir(path)
         return Loaded(model, cfg, Path(path).expanduser(), tokenizer)
     file = locate(path)
     if file.is_dir():

@@ -1,6 +1,6 @@
 """Trained language models in Python: `builder.load(path).generate("To be", max_new_tokens=100)`.
 
-`path` is anything `ckpt=` accepts, or a Hugging Face GPT-2 directory (config.json, model.safetensors,
+`path` is anything `ckpt=` accepts, a Hugging Face directory included (config.json, model.safetensors,
 tokenizer.json). Text is encoded with the tokenizer stored in the checkpoint.
 """
 from __future__ import annotations
@@ -47,17 +47,20 @@ class LanguageModel(LoadedModel):
             raise ConfigError(f"ckpt: {self.path} holds no tokenizer, so text cannot be encoded for it")
         self.tokenizer = Tokenizer.from_str(self.tokenizer_json)
         self.context = context_length(self.model.spec, self.roles.inputs["tokens"])  # None: no position table
+        # where generation stops: a Hugging Face directory's eos_token_id, else the tokenizer's <|endoftext|>
+        self.eos_id: int | None = (self.config.get("generation") or {}).get("eos_id", self.tokenizer.eos_id)
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        """The prompt's ids; an empty prompt starts from <|endoftext|> (GPT-2) or a newline."""
+        """The prompt's ids; an empty prompt starts from the end-of-text token (GPT-2's <|endoftext|>) or a
+        newline."""
         try:
             ids = self.tokenizer.encode(prompt)
         except ValueError as e:
             raise ConfigError(f"prompt: {e}") from None
         if ids:
             return ids
-        if self.tokenizer.eos_id is not None:
-            return [self.tokenizer.eos_id]
+        if self.eos_id is not None:
+            return [self.eos_id]
         try:
             return self.tokenizer.encode("\n") or [0]
         except ValueError:  # an alphabet without a newline
@@ -88,7 +91,7 @@ class LanguageModel(LoadedModel):
         device = next(self.model.parameters()).device
         generator = torch.Generator(device).manual_seed(int(seed)) if seed is not None else None
         out_stream = TextStream(self.tokenizer, stream) if stream is not None else None
-        eos = self.tokenizer.eos_id if stop_at_eos else None
+        eos = self.eos_id if stop_at_eos else None
 
         def on_token(nxt: torch.Tensor) -> None:
             if out_stream is not None and (eos is None or int(nxt[0]) != eos):
@@ -109,8 +112,8 @@ class LanguageModel(LoadedModel):
 
 
 def load(path: str | Path, allow_imports: bool = False) -> LanguageModel:
-    """A language model from a run directory, .ckpt file, export directory or Hugging Face GPT-2 directory."""
-    loaded = checkpoint.load(path, allow_imports=allow_imports)  # HF GPT-2 directories included
+    """A language model from a run directory, .ckpt file, export directory or Hugging Face directory."""
+    loaded = checkpoint.load(path, allow_imports=allow_imports)
     if loaded.config["task"]["name"] != "language_model":
         raise ConfigError(f"ckpt: {loaded.path} is a '{loaded.config['task']['name']}' model, not a language model")
     return LanguageModel(loaded)

@@ -139,7 +139,8 @@ class StopOnSignal(Callback):
             self.signum = signum
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: stop now
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning has set its own SIGTERM handler (which would stop the run without a checkpoint)
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 

@@ -1,0 +1,125 @@
+"""Hugging Face directories in and out: GPT-2, Llama, Mistral, Qwen2 (one table each in conf/hf/).
+
+A directory with config.json, model.safetensors (or the shards model.safetensors.index.json lists) and
+tokenizer.json loads wherever a checkpoint does (`ckpt=DIR`, builder.load, builder-plan): config.json's
+model_type picks the family's table (builder/serve/hf_table.py), which turns config.json into our model
+variables and the tensors into our parameters. Only safetensors are read, so nothing is ever unpickled.
+
+`export(loaded, out)` (builder-export format=hf) writes config.json, model.safetensors, tokenizer.json and
+tokenizer_config.json for the first family whose table reproduces the model's graph; transformers'
+AutoModelForCausalLM and AutoTokenizer load the result.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from builder.errors import CheckpointError, ConfigError
+from builder.serve.hf_table import GRAPH_KEYS, Family, family_names, read_table
+
+CONFIG, WEIGHTS, INDEX, TOKENIZER = "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json"
+
+
+def is_hf_dir(path: str | Path) -> bool:
+    """A directory holding config.json (and not an export of ours, which holds config.yaml)."""
+    p = Path(path).expanduser()
+    return p.is_dir() and (p / CONFIG).is_file() and not (p / "config.yaml").is_file()
+
+
+def family_of(path: str | Path) -> tuple[dict[str, Any], Family]:
+    """(config.json as a dict, its family); a family without a table is a one-line error naming model_type."""
+    where = Path(path).expanduser() / CONFIG
+    try:
+        hf = json.loads(where.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"ckpt: {where} is not JSON: {e}") from None
+    kind = hf.get("model_type") if isinstance(hf, dict) else None
+    by_type = {read_table(n)["model_type"]: n for n in family_names()}
+    if kind not in by_type:
+        raise CheckpointError(f"{where}: model_type={json.dumps(kind)} is not supported (supported: "
+                              f"{', '.join(sorted(by_type))}; each has a table in conf/hf/)")
+    return hf, Family(by_type[kind])
+
+
+def run_config(path: str | Path) -> dict[str, Any]:
+    """The resolved run config of an HF directory's model (no weights read)."""
+    hf, family = family_of(path)
+    where = str(Path(path).expanduser() / CONFIG)
+    cfg = family.run_config(family.variables(hf, where))
+    eos = hf.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    if isinstance(eos, int):  # where generation stops (GPT-2's <|endoftext|>, Llama's </s> or <|end_of_text|>)
+        cfg["generation"] = {"eos_id": eos}
+    return cfg
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """Every tensor of model.safetensors or of the shards its index lists; other weight files are refused."""
+    from safetensors.torch import load_file
+    if (path / WEIGHTS).is_file():
+        return load_file(str(path / WEIGHTS))
+    if (path / INDEX).is_file():
+        shards = sorted(set(json.loads((path / INDEX).read_text())["weight_map"].values()))
+        bad = [s for s in shards if Path(s).name != s or not (path / s).is_file()]
+        if bad:
+            raise CheckpointError(f"ckpt: {path / INDEX} lists {bad[0]}, which is not a file in {path}")
+        tensors: dict[str, Any] = {}
+        for shard in shards:
+            tensors.update(load_file(str(path / shard)))
+        return tensors
+    other = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    raise CheckpointError(f"ckpt: {path} has no {WEIGHTS} or {INDEX}" + (
+        f"; {other[0]} is not read: only safetensors weights are, since they hold no code" if other else ""))
+
+
+def load_dir(path: str | Path) -> tuple[Any, dict[str, Any], str | None]:
+    """(model in eval mode, run config, tokenizer.json or None) from an HF directory."""
+    import torch
+
+    from builder.graph.build import build_model
+    path = Path(path).expanduser()
+    cfg = run_config(path)
+    _, family = family_of(path)
+    tensors = read_weights(path)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+        model = build_model(cfg["model"])
+    model.load_state_dict(family.weights_in(tensors, model, str(path)), strict=True)
+    tok = path / TOKENIZER
+    return model.eval(), cfg, tok.read_text(encoding="utf-8") if tok.is_file() else None
+
+
+def family_for(model_cfg: dict[str, Any]) -> Family:
+    """The first family whose table reproduces this model's graph; otherwise one line with each one's reason."""
+    reasons = []
+    for name in family_names():
+        family = Family(name)
+        reason = family.fits(model_cfg)
+        if reason is None:
+            return family
+        reasons.append(f"{family.model_type}: {reason}")
+    raise ConfigError(f"format=hf: the model is none of the Hugging Face families ({'; '.join(reasons)})")
+
+
+def export(loaded: Any, out: str | Path) -> Path:
+    """Write `loaded` (builder.serve.checkpoint.Loaded) as a Hugging Face directory; returns it."""
+    from safetensors.torch import save_file
+
+    from builder.tokenizer import Tokenizer
+    model_cfg = loaded.config["model"]
+    family = family_for(model_cfg)
+    config = family.hf_config({k: v for k, v in model_cfg.items() if k not in GRAPH_KEYS})
+    eos = Tokenizer.from_str(loaded.tokenizer).eos_id if loaded.tokenizer is not None else None
+    config.update({"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": None, "dtype": "float32"})
+    tensors = family.weights_out(loaded.model)
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(out / WEIGHTS),
+              metadata={"format": "pt"})
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    if loaded.tokenizer is not None:
+        (out / TOKENIZER).write_text(loaded.tokenizer, encoding="utf-8")
+        special = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eos is not None else {}
+        (out / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": "PreTrainedTokenizerFast", **special}, indent=2) + "\n")
+    return out

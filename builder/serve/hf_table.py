@@ -1,0 +1,283 @@
+"""The tables of conf/hf/: how a Hugging Face family's config.json and tensors map onto one of our model configs.
+
+A table (YAML), read by builder/serve/hf.py for every Hugging Face directory:
+
+    model_type: llama                    config.json's model_type
+    architecture: LlamaForCausalLM       written to config.json on export
+    model: llama                         the graph: conf/model/llama.yaml
+    set: {qk_norm: false}                model variables the family fixes
+    config:                              config.json key -> model variable
+      hidden_size: d_model                                   the value as it is
+      hidden_act: {to: activation, values: {silu: swiglu}}   translated; any other value is refused
+      mlp_bias: {to: mlp_bias, supported: [false, true]}     only these values are accepted
+      rope_parameters: {to: rope, keys: {rope_theta: theta}} a mapping, key by key (with the same rules)
+      ... default: the value when the key is absent; each: the items a list may hold; write: false for keys
+      that are read but not written; skip_null: true to leave the key out rather than write null; a rule
+      without `to` only checks the value (and writes the first supported one)
+    tensors:                             HF tensor -> our parameter; * is a layer index
+      model.layers.*.self_attn.q_proj.weight: layers.*.attn.q.weight
+      transformer.h.*.attn.c_attn.weight: {to: layers.*.attn.qkv.weight, transpose: true}
+      model.layers.*.self_attn.qkv_proj.weight: {to: [layers.*.attn.q.weight, ...]}  split / merged on dim 0
+    optional_prefix: model.              a prefix that some files leave out
+    ignore: [...]                        tensors that are not weights
+    extends: llama                       start from another table; a null entry removes one of its keys
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from typing import Any
+
+from builder.config import CONF_DIR
+from builder.errors import CheckpointError, ConfigError
+
+TABLES = CONF_DIR / "hf"
+GRAPH_KEYS = ("inputs", "nodes", "outputs", "init", "imports", "dims")  # the rest of a model config: variables
+MISSING = object()
+
+
+def family_names() -> list[str]:
+    return sorted(p.stem for p in TABLES.glob("*.yaml"))
+
+
+@functools.cache
+def read_table(name: str) -> dict[str, Any]:
+    import yaml
+    table = yaml.safe_load((TABLES / f"{name}.yaml").read_text())
+    parent = table.pop("extends", None)
+    if parent is None:
+        return table
+    merged = {**read_table(parent), **table}
+    for section in ("config", "tensors"):
+        both = {**read_table(parent)[section], **table.get(section, {})}
+        merged[section] = {k: v for k, v in both.items() if v is not None}
+    return merged
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile("^" + re.escape(name).replace(r"\*", r"(\d+)") + "$")  # *: a layer index
+
+
+class Family:
+    """One table of conf/hf/: a Hugging Face architecture as one of our model configs."""
+
+    def __init__(self, name: str):
+        table = copy.deepcopy(read_table(name))
+        self.name, self.model_type, self.architecture = name, table["model_type"], table["architecture"]
+        self.model, self.set, self.config = table["model"], table.get("set") or {}, table["config"]
+        self.prefix = table.get("optional_prefix") or ""
+        self.ignore = [_pattern(p) for p in table.get("ignore") or []]
+        self.tensors = []  # (HF pattern, HF name, our names, transpose)
+        for hf, rule in table["tensors"].items():
+            rule = rule if isinstance(rule, dict) else {"to": rule}
+            ours = rule["to"] if isinstance(rule["to"], list) else [rule["to"]]
+            self.tensors.append((_pattern(hf), hf, ours, bool(rule.get("transpose"))))
+
+    # --- config.json <-> model variables ------------------------------------------------------------------
+
+    def variables(self, hf: dict[str, Any], where: str) -> dict[str, Any]:
+        """Model variables from an HF config; a value the table does not accept is a line naming its key."""
+        found: dict[str, Any] = {}
+        problems: list[str] = []
+        for key, rule in self.config.items():
+            _read(hf, key, rule, found, problems, f"{where}: ")
+        if problems:
+            raise ConfigError(problems)
+        return found
+
+    def hf_config(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """An HF config from our model variables; raises ValueError for a value the family cannot hold."""
+        out = {"model_type": self.model_type, "architectures": [self.architecture]}
+        for key, rule in self.config.items():
+            _write(variables, key, rule, out)
+        return out
+
+    def run_config(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """The resolved run config (language-model task) of our model with these variables and the fixed ones."""
+        from omegaconf import OmegaConf
+
+        from builder.config import resolve
+        cfg = OmegaConf.create(_composed(self.model))
+        for key, value in {**variables, **self.set}.items():
+            if key not in cfg.model:
+                raise ConfigError(f"conf/hf/{self.name}.yaml: conf/model/{self.model}.yaml has no variable '{key}'")
+            cfg.model[key] = value
+        return resolve(cfg, "")
+
+    def fits(self, model_cfg: dict[str, Any]) -> str | None:
+        """None when this family reproduces the model's graph from its HF config, else the reason it does not."""
+        if model_cfg.get("imports"):
+            return "the model imports modules of its own"
+        ours = {k: v for k, v in model_cfg.items() if k not in GRAPH_KEYS}
+        fixed = next((k for k, v in self.set.items() if k in ours and ours[k] != v), None)
+        if fixed is not None:
+            return f"{fixed}={json.dumps(ours[fixed])} (this family has {fixed}={json.dumps(self.set[fixed])})"
+        try:
+            back = self.variables(self.hf_config(ours), "config.json")
+        except (ValueError, ConfigError) as e:
+            return str(e).splitlines()[0]
+        known = _composed(self.model)["model"]
+        rebuilt = self.run_config({**{k: v for k, v in ours.items() if k in known}, **back})["model"]
+        for key in ("inputs", "outputs", "nodes"):
+            if rebuilt[key] != model_cfg.get(key):
+                where = key + _first_difference(rebuilt[key], model_cfg.get(key))
+                return f"{where} is not as in conf/model/{self.model}.yaml"
+        return None
+
+    # --- tensors --------------------------------------------------------------------------------------------
+
+    def weights_in(self, tensors: dict[str, Any], model: Any, where: str) -> dict[str, Any]:
+        """Our state dict from HF tensors; every tensor must have a place and every parameter a tensor."""
+        params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}
+        out, problems = {}, []
+        for name, t in tensors.items():
+            match = self._match_hf(name)
+            if match is None:
+                if not any(p.match(name) or p.match(self.prefix + name) for p in self.ignore):
+                    problems.append(f"{where}: tensor {name} has no counterpart in conf/hf/{self.name}.yaml")
+                continue
+            (_, _, ours, transpose), i = match
+            targets = [o.replace("*", i) for o in ours]
+            absent = [x for x in targets if x not in params]
+            if absent:
+                problems.append(f"{where}: tensor {name} has no place in this model ({absent[0]}); config.json "
+                                f"and the weights disagree")
+                continue
+            t = t.t() if transpose else t
+            parts = t.split([params[x].shape[0] for x in targets]) if len(targets) > 1 else [t]
+            for x, part in zip(targets, parts):
+                if part.shape != params[x].shape:
+                    problems.append(f"{where}: tensor {name} has shape {tuple(t.shape)}; {x} needs "
+                                    f"{tuple(params[x].shape)}")
+                out[x] = part
+        for group in _tied(model):  # a tied matrix may be stored once
+            given = [n for n in group if n in out]
+            if given:
+                out.update({n: out[given[0]] for n in group})
+        problems += [f"{where}: no tensor for {n} ({self._hf_name(n)})" for n in params if n not in out]
+        if problems:
+            raise CheckpointError(problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else []))
+        return {f"graph.{k}": v for k, v in out.items()}
+
+    def weights_out(self, model: Any) -> dict[str, Any]:
+        """HF tensors from our model (a tied matrix once, under its first name in the table)."""
+        import torch
+        params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}
+        out, written = {}, set()
+        for _, hf, ours, transpose in self.tensors:
+            first = _pattern(ours[0])
+            for name, param in params.items():
+                m = first.match(name)
+                if m is None or param.data_ptr() in written:
+                    continue
+                i = m.group(1) if m.groups() else ""
+                parts = [params[o.replace("*", i)] for o in ours]
+                t = torch.cat(parts) if len(parts) > 1 else parts[0]
+                out[hf.replace("*", i)] = (t.t() if transpose else t).contiguous()
+                written.update(p.data_ptr() for p in parts)
+        left = [n for n, p in params.items() if p.data_ptr() not in written]
+        if left:
+            raise ConfigError(f"format=hf: {left[0]} has no Hugging Face name in conf/hf/{self.name}.yaml")
+        return out
+
+    def _match_hf(self, name: str):
+        for rule in self.tensors:
+            m = rule[0].match(name) or (rule[0].match(self.prefix + name) if self.prefix else None)
+            if m:
+                return rule, (m.group(1) if m.groups() else "")
+        return None
+
+    def _hf_name(self, ours: str) -> str:
+        for _, hf, names, _ in self.tensors:
+            m = _pattern(names[0]).match(ours)
+            if m:
+                return hf.replace("*", m.group(1) if m.groups() else "")
+        return "no name in the table"
+
+
+@functools.cache
+def _composed(model: str) -> dict[str, Any]:
+    """The unresolved run config of `model=NAME` with the language-model task, as plain data (composed once)."""
+    from omegaconf import OmegaConf
+
+    from builder.config import compose
+    return OmegaConf.to_container(compose([f"model={model}", "data=text", "task=language_model"]), resolve=False)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """".layers.body.attn" where two nested dicts first differ (by key, in a's order), or ""."""
+    if not isinstance(a, dict) or not isinstance(b, dict) or set(a) != set(b):
+        return path
+    key = next((k for k in a if a[k] != b[k]), None)
+    return path if key is None else _first_difference(a[key], b[key], f"{path}.{key}")
+
+
+def _tied(model: Any) -> list[list[str]]:
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name.removeprefix("graph."))
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _read(source: dict, key: str, rule: Any, found: dict, problems: list[str], where: str) -> None:
+    """Apply one config rule to source[key], putting the value under the rule's variable in `found`."""
+    rule = rule if isinstance(rule, dict) else {"to": rule}
+    if key not in source and "default" not in rule:
+        return
+    value = source.get(key, rule.get("default"))
+    allowed = rule.get("supported", list(rule.get("values", {})) or None)
+    if allowed is not None and value not in allowed:
+        shown = ", ".join(json.dumps(a) for a in allowed)
+        problems.append(f"{where}{key}={json.dumps(value)} is not supported (supported: {shown})")
+        return
+    if "each" in rule and any(v not in rule["each"] for v in value or []):
+        problems.append(f"{where}{key}={json.dumps(value)} is not supported (each must be one of "
+                        f"{', '.join(rule['each'])})")
+        return
+    if "values" in rule:
+        value = rule["values"][value]
+    if "keys" in rule:
+        if value is None:
+            return
+        problems += [f"{where}{key}.{k} is not supported" for k in value if k not in rule["keys"]]
+        sub: dict[str, Any] = {}
+        for k, r in rule["keys"].items():
+            _read(value, k, r, sub, problems, f"{where}{key}.")
+        value = {**found.get(rule["to"], {}), **sub}
+    if rule.get("to"):
+        *path, last = rule["to"].split(".")
+        node = found
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+
+
+def _write(source: dict, key: str, rule: Any, out: dict) -> None:
+    """The reverse of _read: out[key] from the rule's variable in `source`."""
+    rule = rule if isinstance(rule, dict) else {"to": rule}
+    if rule.get("write") is False or "each" in rule:
+        return
+    if not rule.get("to"):
+        if "supported" in rule:
+            out[key] = rule["supported"][0]
+        return
+    value = source
+    for p in rule["to"].split("."):
+        value = value.get(p, MISSING) if isinstance(value, dict) else MISSING
+    if value is MISSING or (value is None and ("keys" in rule or rule.get("skip_null"))):
+        return
+    if "keys" in rule:
+        out[key] = {}
+        for k, r in rule["keys"].items():
+            _write(value, k, r, out[key])
+        return
+    if "values" in rule:
+        back = [h for h, o in rule["values"].items() if o == value]
+        if not back:
+            raise ValueError(f"{rule['to']}={json.dumps(value)} has no {key} value in this family")
+        value = back[0]
+    if "supported" in rule and value not in rule["supported"]:
+        raise ValueError(f"{rule['to']}={json.dumps(value)} is not a supported {key}")
+    out[key] = value
