@@ -8,13 +8,17 @@ A tokenizer.json written by another tool (Hugging Face GPT-2's) loads the same w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 
 KINDS = ("char", "bpe")
 EOT = "<|endoftext|>"
+CHUNK = 1 << 12  # characters per piece that the tokenizers library encodes on one core
+NOT_IN_ALPHABET = np.uint32(0xFFFFFFFF)
 
 
 class Tokenizer:
@@ -23,6 +27,9 @@ class Tokenizer:
     def __init__(self, tok: HFTokenizer):
         self.tok = tok
         self.kind = "char" if json.loads(tok.to_str())["model"]["type"] == "WordLevel" else "bpe"
+        self._table: np.ndarray | None = None
+        self._table_known = False
+        self._vocab_table: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -40,7 +47,45 @@ class Tokenizer:
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+        encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)  # the same ids, without offsets
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    def encode_array(self, text: str, dtype: Any = np.uint32) -> np.ndarray:
+        """Token ids of `text` as one array, the same as `encode(text)`: a character tokenizer looks each
+        character up in a table; any other is encoded in pieces of CHUNK characters on all cores."""
+        table = self.char_table()
+        if table is not None:
+            return lookup(table, text, dtype)
+        parts = [np.asarray(ids, dtype) for ids in self.encode_batch(chunks(text, CHUNK))]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    def char_table(self) -> np.ndarray | None:
+        """Token id by code point when the tokenizer is a plain character tokenizer (one-character tokens, no
+        normalizer or added tokens, every character split alone), else None."""
+        if not self._table_known:
+            self._table_known = True
+            obj = json.loads(self.to_str())
+            vocab = obj["model"].get("vocab")
+            if (obj["model"]["type"] == "WordLevel" and not obj.get("normalizer") and not obj.get("added_tokens")
+                    and obj.get("pre_tokenizer") == CHAR_SPLIT and all(len(c) == 1 for c in vocab)):
+                self._table = vocab_table(vocab)
+        return self._table
+
+    def vocab_table(self) -> np.ndarray:
+        """Token id by code point for the vocabulary's one-character tokens (added tokens aside)."""
+        if self._vocab_table is None:
+            self._vocab_table = vocab_table(self.tok.get_vocab(with_added_tokens=False))
+        return self._vocab_table
+
+    def safe_end(self, text: str) -> int:
+        """Where `text` may be cut so that its two parts encode to the ids of the whole: after its last newline
+        that a non-space follows (anywhere, for a character tokenizer); 0 when there is no such place."""
+        if self.char_table() is not None:
+            return len(text)
+        i = text.rfind("\n", 0, len(text) - 1)
+        while i != -1 and text[i + 1].isspace():
+            i = text.rfind("\n", 0, i)
+        return i + 1
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """Text of `ids`; skip_special drops special tokens (<s>, <pad>, <|endoftext|>, ...) instead of spelling them."""
@@ -113,28 +158,91 @@ def read_json(path: Path) -> tuple[str, Any]:
         raise ValueError(f"{path} is not a tokenizer.json: not JSON ({e})") from None
 
 
-def describe_missing(missing: list[str], text: str, where: str, shown: int = 8) -> str:
+def describe_missing(missing: list[str], text: str | Mapping[str, int], where: str, shown: int = 8) -> str:
     """"3 distinct characters {where}: 'é' 40 times, ..." for the characters of `text` a tokenizer lacks, most
-    frequent first."""
+    frequent first; `text` may instead be the counts of those characters (of a corpus read in pieces)."""
     from collections import Counter
-    count = Counter(text).__getitem__ if len(missing) > 32 else text.count  # many: one pass over the text
+    if isinstance(text, Mapping):
+        count = lambda c: text.get(c, 0)  # noqa: E731
+    else:
+        count = Counter(text).__getitem__ if len(missing) > 32 else text.count  # many: one pass over the text
     counts = sorted(((count(c), c) for c in missing), key=lambda nc: (-nc[0], nc[1]))
     what = "a character" if len(missing) == 1 else f"{len(missing)} distinct characters"
     more = f", ... {len(missing) - shown} more" if len(missing) > shown else ""
     return f"{what} {where}: " + ", ".join(f"{c!r} {n} time{'s' if n != 1 else ''}" for n, c in counts[:shown]) + more
 
 
+def vocab_table(vocab: Mapping[str, int]) -> np.ndarray:
+    """Token id by code point for the one-character entries of `vocab`; NOT_IN_ALPHABET elsewhere."""
+    table = np.full(0x110000, NOT_IN_ALPHABET, np.uint32)
+    chars = {c: i for c, i in vocab.items() if len(c) == 1}
+    table[[ord(c) for c in chars]] = list(chars.values())
+    return table
+
+
+def lookup(table: np.ndarray, text: str, dtype: Any) -> np.ndarray:
+    """The ids of each character of `text` in a vocab_table; a ValueError names the characters it lacks."""
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    ids = table[codes]
+    unknown = ids == NOT_IN_ALPHABET
+    if unknown.any():
+        chars = "".join(sorted({chr(c) for c in np.unique(codes[unknown])}))
+        raise ValueError(f"characters not in the tokenizer's alphabet: {chars!r}")
+    return ids.astype(dtype)
+
+
 def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def char_tokenizer(text: str) -> Tokenizer:
-    """One token per distinct character of `text`, ids in sorted character order."""
-    vocab = {c: i for i, c in enumerate(sorted(set(text)))}
+def count_chars(texts: Iterable[str], chars: Iterable[str]) -> dict[str, int]:
+    """How often each of `chars` occurs in the pieces `texts`."""
+    chars, counts = list(chars), {}
+    for text in texts:
+        for c in chars:
+            counts[c] = counts.get(c, 0) + text.count(c)
+    return counts
+
+
+def chunks(text: str, size: int = CHUNK) -> list[str]:
+    """Pieces of ~size characters cut after a newline that precedes a non-space, where no token spans the cut,
+    so that the tokenizer can encode them in parallel and give the same ids as for the whole text."""
+    out, start = [], 0
+    while start < len(text):
+        cut = text.find("\n", start + size)
+        while cut != -1 and cut + 1 < len(text) and text[cut + 1].isspace():
+            cut = text.find("\n", cut + 1)
+        end = len(text) if cut == -1 else cut + 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+def alphabet(texts: str | Iterable[str]) -> set[str]:
+    """The distinct characters of a text, or of every piece of an iterable of texts."""
+    if isinstance(texts, str):
+        return set(texts)
+    chars: set[str] = set()
+    for text in texts:
+        chars.update(text)
+    return chars
+
+
+def alphabet_tokenizer(chars: Iterable[str]) -> Tokenizer:
+    """One token per character of `chars`, ids in sorted character order."""
+    vocab = {c: i for i, c in enumerate(sorted(set(chars)))}
     tok = HFTokenizer(models.WordLevel(vocab, unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character alone
     tok.decoder = decoders.Fuse()  # join tokens without spaces
     return Tokenizer(tok)
+
+
+def char_tokenizer(text: str) -> Tokenizer:
+    """One token per distinct character of `text`, ids in sorted character order."""
+    return alphabet_tokenizer(set(text))
+
+
+CHAR_SPLIT = json.loads(alphabet_tokenizer("a").to_str())["pre_tokenizer"]
 
 
 def bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -148,12 +256,32 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     return Tokenizer(tok)
 
 
-def train_tokenizer(kind: str, train_text: str, all_text: str, vocab_size: int = 4096) -> Tokenizer:
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"data.tokenizer.kind: unknown kind '{kind}'; available: {', '.join(KINDS)}")
+
+
+def byte_cap(value: Any) -> int | None:
+    """data.tokenizer.train_bytes: a positive number of bytes (1e8 and 100_000_000 alike), or None."""
+    if value is None:
+        return None
+    try:
+        cap = int(float(value))
+    except (TypeError, ValueError):
+        cap = 0
+    if cap <= 0:
+        raise ValueError(f"data.tokenizer.train_bytes: expected a positive number of bytes or null, got {value!r}")
+    return cap
+
+
+def train_tokenizer(kind: str, train_text: str | Iterable[str], all_text: str | Iterable[str],
+                    vocab_size: int = 4096) -> Tokenizer:
     """A new tokenizer: BPE merges come from the training text; the character alphabet from the whole
-    corpus (a character seen only in validation would otherwise have no id, as nanoGPT also does)."""
+    corpus (a character seen only in validation would otherwise have no id, as nanoGPT also does). Either
+    text may be an iterable of pieces (read in bounded memory); only the one the kind needs is read."""
+    check_kind(kind)
     if kind == "char":
-        return char_tokenizer(all_text)
-    if kind == "bpe":
-        chunk = 1 << 20  # the trainer takes an iterator: feed it pieces, not one huge string
-        return bpe_tokenizer((train_text[i:i + chunk] for i in range(0, len(train_text), chunk)), vocab_size)
-    raise ValueError(f"data.tokenizer.kind: unknown kind '{kind}'; available: {', '.join(KINDS)}")
+        return alphabet_tokenizer(alphabet(all_text))
+    pieces = [train_text] if isinstance(train_text, str) else train_text
+    # the trainer reads its iterator 256 items ahead: small pieces keep that buffer small
+    return bpe_tokenizer((c for piece in pieces for c in chunks(piece)), vocab_size)

@@ -1,5 +1,8 @@
 """Parallel data: TSV (two columns or Tatoeba's three), line-aligned file pairs, errors with file:line,
 direction, length filtering, teacher-forcing batches and length buckets."""
+import random
+
+import numpy as np
 import pytest
 
 from builder.train.data.parallel import BucketSampler, ParallelData, read_aligned, read_tsv
@@ -16,6 +19,10 @@ def write_tsv(path, pairs, attribution=False):
     return str(path)
 
 
+def lists(dm):
+    return {split: list(pairs) for split, pairs in dm.pairs.items()}
+
+
 def data(**cfg):
     base = {"name": "parallel", "val_size": 2, "test_size": 2, "seed": 0, "batch_size": 4,
             "tokenizer": {"kind": "char"}}
@@ -30,9 +37,13 @@ def test_tsv_two_and_three_columns(tmp_path, attribution):
     assert read_tsv(path) == PAIRS
     dm = data(train=path)
     assert {k: len(v) for k, v in dm.pairs.items()} == {"val": 2, "test": 2, "train": 6}
-    held = dm.pairs["val"] + dm.pairs["test"]
-    assert sorted(held + dm.pairs["train"]) == sorted(PAIRS)  # held out, not duplicated
-    assert data(train=path).pairs == dm.pairs  # fixed by data.seed
+    pairs = lists(dm)
+    assert sorted(pairs["val"] + pairs["test"] + pairs["train"]) == sorted(PAIRS)  # held out, not duplicated
+    assert lists(data(train=path)) == pairs  # fixed by data.seed
+    order = list(range(len(PAIRS)))
+    random.Random(0).shuffle(order)  # the held-out pairs are those of a shuffled list, in its order
+    assert pairs["val"] == [PAIRS[i] for i in order[:2]] and pairs["test"] == [PAIRS[i] for i in order[2:4]]
+    assert pairs["train"] == [PAIRS[i] for i in sorted(order[4:])]
 
 
 def test_two_aligned_files_and_explicit_splits(tmp_path):
@@ -41,7 +52,7 @@ def test_two_aligned_files_and_explicit_splits(tmp_path):
     files = [str(tmp_path / "en"), str(tmp_path / "de")]
     assert read_aligned(*files) == PAIRS
     dm = data(train=files, val=write_tsv(tmp_path / "v.tsv", PAIRS[:3]), test=files)
-    assert dm.pairs["train"] == PAIRS and dm.pairs["val"] == PAIRS[:3] and dm.pairs["test"] == PAIRS
+    assert lists(dm) == {"train": PAIRS, "val": PAIRS[:3], "test": PAIRS}
 
 
 def test_malformed_lines_name_file_and_line(tmp_path):
@@ -66,7 +77,7 @@ def test_malformed_lines_name_file_and_line(tmp_path):
 def test_reverse_swaps_direction(tmp_path):
     path = write_tsv(tmp_path / "deu.txt", PAIRS)
     fwd, rev = data(train=path), data(train=path, reverse=True)
-    assert rev.pairs["train"] == [(t, s) for s, t in fwd.pairs["train"]]
+    assert list(rev.pairs["train"]) == [(t, s) for s, t in fwd.pairs["train"]]
     assert "z" in rev.src_tok.tok.get_vocab() and "z" not in fwd.src_tok.tok.get_vocab()  # Potzdonner: German
 
 
@@ -109,7 +120,7 @@ def test_existing_tokenizer_file(tmp_path):
     (tmp_path / "tokenizer.json").write_text(tokenizers_to_str(first.src_tok, first.tgt_tok))
     again = data(train=path, tokenizer={"path": str(tmp_path / "tokenizer.json")})
     assert again.src_tok.to_str() == first.src_tok.to_str() and again.tgt_tok.to_str() == first.tgt_tok.to_str()
-    assert again.ids == first.ids
+    assert all(list(again.ids[split]) == list(first.ids[split]) for split in first.ids)
 
 
 def test_numbers_preset_trains_on_a_users_tsv_given_as_data_path(tmp_path):
@@ -148,3 +159,36 @@ def test_given_tokenizer_that_lacks_characters_or_is_not_one(tmp_path):
     (tmp_path / "notes.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"^data\.tokenizer\.path: .*notes\.json is not a tokenizer\.json: "):
         data(train=path, tokenizer={"path": str(tmp_path / "notes.json")})
+
+
+def test_large_tsv_is_read_and_encoded_in_batches(tmp_path, monkeypatch):
+    from builder.train.data import pair_files, parallel
+    many = [(f"{s} {i}", f"{t} {i}") for i in range(60) for s, t in PAIRS]
+    path = write_tsv(tmp_path / "big.tsv", many)
+    monkeypatch.setattr(parallel, "BATCH", 50)
+    sizes, encode = [], pair_files.encode_flat
+
+    def recording(tok, texts, dtype):
+        sizes.append(len(texts))
+        return encode(tok, texts, dtype)
+    monkeypatch.setattr(parallel, "encode_flat", recording)
+    for kind in ("char", "bpe"):
+        sizes.clear()
+        dm = data(train=path, val_size=20, test_size=20, tokenizer={"kind": kind, "vocab_size": 300})
+        assert max(sizes) == 50 and sum(sizes) == 2 * len(many)  # both sides, 50 pairs at a time
+        pairs = lists(dm)
+        for split in ("train", "val", "test"):
+            items = list(dm.ids[split])
+            assert [(s, t) for s, t, _ in items] == [(dm.src_tok.encode(s), dm.tgt_tok.encode(t)) for s, t in pairs[split]]
+            assert [r for _, _, r in items] == [t for _, t in pairs[split]]  # training refs decoded from the ids
+        assert dm.ids["train"].src.dtype == np.uint16  # flat arrays, not a list per pair
+
+
+def test_lines_are_counted_and_read_without_holding_the_file(tmp_path):
+    from builder.train.data.pair_files import PairFile, count_lines, read_lines
+    for content in (b"", b"a", b"a\n", b"a\n\n", b"a\r\nb", b"\xef\xbb\xbfa\r\n\n b \n"):
+        (tmp_path / "f").write_bytes(content)
+        assert count_lines(tmp_path / "f") == len(read_lines(tmp_path / "f")), content
+    assert read_lines(tmp_path / "f") == ["a", "", " b "]
+    pairs = PairFile(write_tsv(tmp_path / "p.tsv", PAIRS), "train")
+    assert len(pairs) == len(PAIRS) and list(pairs) == list(pairs) == PAIRS  # read again on each pass

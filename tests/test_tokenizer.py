@@ -1,7 +1,8 @@
 """Tokenizers: character level and byte-level BPE round trips, serialisation, clear errors."""
 import pytest
 
-from builder.tokenizer import EOT, Tokenizer, bpe_tokenizer, char_tokenizer, train_tokenizer
+from builder.tokenizer import (EOT, Tokenizer, alphabet_tokenizer, bpe_tokenizer, byte_cap, char_tokenizer, chunks,
+                               count_chars, describe_missing, train_tokenizer)
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\r\n\tAll: Speak, speak! « déjà vu » 😀\n"
 
@@ -78,3 +79,46 @@ def test_load_names_what_the_file_is_instead(tmp_path, case, message):
     with pytest.raises(error, match=message) as e:
         Tokenizer.load(path)
     assert "\n" not in str(e.value)
+
+
+def test_encode_array_gives_the_ids_of_encode():
+    import numpy as np
+    text = (TEXT * 40).replace("\r", "")
+    char, bpe = char_tokenizer(text), bpe_tokenizer([text], vocab_size=300)
+    assert char.char_table() is not None and bpe.char_table() is None  # characters by table lookup
+    for tok in (char, bpe):
+        ids = tok.encode_array(text, np.uint16)
+        assert ids.dtype == np.uint16 and ids.tolist() == tok.encode(text)
+    with pytest.raises(ValueError, match=r"not in the tokenizer's alphabet: 'Zü'"):
+        char.encode_array("Zürich", np.uint16)
+    from builder.pairs import with_specials
+    assert with_specials(char_tokenizer("ab")).char_table() is None  # "<s>" in a text is one token there
+
+
+def test_safe_end_cuts_where_the_pieces_encode_like_the_whole():
+    bpe = bpe_tokenizer([TEXT * 20], vocab_size=300)
+    text = "one line\n  indented\n\nnext paragraph\nlast"
+    end = bpe.safe_end(text)
+    assert text[:end] == "one line\n  indented\n\nnext paragraph\n"
+    assert bpe.encode(text[:end]) + bpe.encode(text[end:]) == bpe.encode(text)
+    assert bpe.safe_end("no newline at all") == 0 and char_tokenizer("ab").safe_end("ab\nb") == 4
+    assert "".join(chunks(text * 50, size=30)) == text * 50
+
+
+def test_training_from_pieces_equals_training_from_the_whole_text():
+    pieces = [TEXT * 3, "Zürich\n", TEXT]
+    whole = "".join(pieces)
+    assert train_tokenizer("char", "", iter(pieces)).to_str() == char_tokenizer(whole).to_str()
+    assert alphabet_tokenizer("cab").to_str() == char_tokenizer("abcabc").to_str()
+    from_pieces = train_tokenizer("bpe", iter(pieces), "", vocab_size=290)
+    assert from_pieces.to_str() == train_tokenizer("bpe", whole, whole, vocab_size=290).to_str()
+
+
+def test_byte_cap_and_counts_for_missing_characters():
+    assert byte_cap(None) is None and byte_cap(1e8) == 100_000_000 and byte_cap("2000") == 2000
+    for bad in (0, -5, "lots"):
+        with pytest.raises(ValueError, match=r"^data\.tokenizer\.train_bytes: expected a positive number"):
+            byte_cap(bad)
+    counts = count_chars(["aéé", "é b"], ["é", "b"])
+    assert counts == {"é": 3, "b": 1}
+    assert describe_missing(["b", "é"], counts, "here") == describe_missing(["b", "é"], "aéé" + "é b", "here")

@@ -13,71 +13,25 @@ Each side has a tokenizer (char or bpe, from builder.tokenizer), or both share o
 from __future__ import annotations
 
 import random
+from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from builder.errors import ConfigError
-from builder.tokenizer import Tokenizer, describe_missing, first_line, read_json, train_tokenizer
-from builder.pairs import encode_all, pad_batch, special_ids, tokenizers_from_str, with_specials
+from builder.tokenizer import Tokenizer, alphabet, count_chars, describe_missing, first_line, read_json, train_tokenizer
+from builder.pairs import pad_batch, special_ids, tokenizers_from_str, with_specials
+from builder.train.data.pair_files import (EncodedPairs, Kept, Pair, PairFile, Swapped, batched, encode_flat,
+                                           read_aligned, read_lines, read_tsv)
+
+__all__ = ["ParallelData", "BucketSampler", "collate", "read_aligned", "read_lines", "read_tsv"]
 
 IGNORE = -100  # label at padded positions: skipped by cross_entropy
-Pair = tuple[str, str]
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 file, without a leading byte-order mark or "\\r" of Windows line ends."""
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} "
-                          f"({e.reason})") from None
-    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").split("\n")
-    return lines[:-1] if lines and not lines[-1] else lines
-
-
-def read_tsv(path: str | Path) -> list[Pair]:
-    """(source, target) per non-empty line of `path`: 2 tab-separated columns, or 3 (the last ignored)."""
-    pairs = []
-    for n, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        cols = line.split("\t")
-        if len(cols) not in (2, 3) or not cols[0].strip() or not cols[1].strip():
-            raise ConfigError(f"{path}:{n}: expected 'source<TAB>target' (optionally <TAB>attribution), "
-                              f"got {len(cols)} column(s): {line[:80]!r}")
-        pairs.append((cols[0].strip(), cols[1].strip()))
-    return pairs
-
-
-def read_aligned(source: str | Path, target: str | Path) -> list[Pair]:
-    """Line i of `source` with line i of `target`; both must have the same number of lines."""
-    src, tgt = read_lines(source), read_lines(target)
-    if len(src) != len(tgt):
-        raise ConfigError(f"{source} has {len(src)} lines but {target} has {len(tgt)}; the files must be line-aligned")
-    for n, (s, t) in enumerate(zip(src, tgt), start=1):
-        if not s.strip() or not t.strip():
-            where = source if not s.strip() else target
-            raise ConfigError(f"{where}:{n}: empty line (the other file has text there); every line needs a sentence")
-    return [(s.strip(), t.strip()) for s, t in zip(src, tgt)]
-
-
-def read_split(spec: Any, key: str) -> list[Pair]:
-    if isinstance(spec, str):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"data.{key}: file not found: {spec}")
-        return read_tsv(path)
-    if isinstance(spec, (list, tuple)) and len(spec) == 2:
-        missing = [p for p in spec if not Path(p).expanduser().is_file()]
-        if missing:
-            raise ConfigError(f"data.{key}: file(s) not found: {', '.join(map(str, missing))}")
-        return read_aligned(*(Path(p).expanduser() for p in spec))
-    raise ConfigError(f"data.{key}: expected a TSV path or [source_file, target_file], got {spec!r}")
+BATCH = 4096  # pairs read and encoded at a time
 
 
 class BucketSampler(Sampler[list[int]]):
@@ -115,37 +69,48 @@ class BucketSampler(Sampler[list[int]]):
 
 
 class ParallelData(L.LightningDataModule):
-    """Train/val/test pairs, tokenizers (built from the training text) and bucketed loaders."""
+    """Train/val/test pairs, tokenizers (built from the training text) and bucketed loaders. Files are read
+    and encoded BATCH pairs at a time; what stays is the ids, in flat arrays."""
 
     def __init__(self, cfg: dict[str, Any], seed: int = 0):
         super().__init__()
         self.cfg, self.shuffle_seed = cfg, seed
-        self.pairs: dict[str, list[Pair]] | None = None
-        self.ids: dict[str, list[tuple[list[int], list[int], str]]] = {}
+        self.pairs: dict[str, Iterable[Pair]] | None = None
+        self.ids: dict[str, EncodedPairs] = {}
         self.src_tok = self.tgt_tok = None
 
     # --- reading ---------------------------------------------------------------------------------------
 
-    def read_pairs(self) -> dict[str, list[Pair]]:
-        """{train, val, test} pairs in the file's direction (numbers.py overrides this)."""
+    def read_pairs(self) -> dict[str, Iterable[Pair]]:
+        """{train, val, test} pairs in the file's direction, each an iterable with a length that can be read
+        again (numbers.py overrides this with lists)."""
         c = self.cfg
         if not c.get("train"):
             raise ConfigError("data.train: required: a TSV file or [source_file, target_file]")
-        train = read_split(c["train"], "train")
-        out = {split: read_split(c[split], split) for split in ("val", "test") if c.get(split)}
+        train = PairFile(c["train"], "train")
+        out: dict[str, Iterable[Pair]] = {split: PairFile(c[split], split) for split in ("val", "test") if c.get(split)}
         held = [s for s in ("val", "test") if s not in out]
         if held:  # hold out of the training pairs, by a fixed shuffle
             sizes = {s: int(c.get(f"{s}_size", 1000)) for s in held}
-            if sum(sizes.values()) >= len(train):
-                raise ConfigError(f"data.train: {len(train)} pairs cannot spare {sum(sizes.values())} for "
+            n = len(train)
+            if sum(sizes.values()) >= n:
+                raise ConfigError(f"data.train: {n} pairs cannot spare {sum(sizes.values())} for "
                                   f"{' and '.join(held)}; lower data.val_size / data.test_size or give the files")
-            order = list(range(len(train)))
+            order = array("q", range(n))  # 8 bytes a pair; the same shuffle as a list's
             random.Random(int(c.get("seed", 0))).shuffle(order)
-            start = 0
-            for s in held:
-                out[s] = [train[i] for i in order[start:start + sizes[s]]]
+            mark, where, start = np.zeros(n, np.int8), {}, 0
+            for k, s in enumerate(held, start=1):
+                for j, i in enumerate(order[start:start + sizes[s]]):
+                    mark[i], where[i] = k, (s, j)
                 start += sizes[s]
-            train = [train[i] for i in sorted(order[start:])]
+            del order
+            picked: dict[str, list[Any]] = {s: [None] * sizes[s] for s in held}
+            for i, pair in enumerate(train):  # held-out pairs in the shuffled order
+                if mark[i]:
+                    s, j = where[i]
+                    picked[s][j] = pair
+            out.update(picked)
+            train = Kept(train, mark, 0)
         out["train"] = train
         return out
 
@@ -155,13 +120,13 @@ class ParallelData(L.LightningDataModule):
             return
         pairs = self.read_pairs()
         if self.cfg.get("reverse"):
-            pairs = {k: [(t, s) for s, t in v] for k, v in pairs.items()}
+            pairs = {k: [(t, s) for s, t in v] if isinstance(v, list) else Swapped(v) for k, v in pairs.items()}
         self.pairs = pairs
         self.src_tok, self.tgt_tok = self.build_tokenizers(pairs)
         for split, ps in pairs.items():
             self.ids[split] = self.encode(ps, split)
 
-    def build_tokenizers(self, pairs: dict[str, list[Pair]]) -> tuple[Tokenizer, Tokenizer]:
+    def build_tokenizers(self, pairs: dict[str, Iterable[Pair]]) -> tuple[Tokenizer, Tokenizer]:
         t = self.cfg.get("tokenizer") or {}
         if t.get("path"):  # a tokenizer.json: one for both sides, or a previous seq2seq run's pair
             path = Path(t["path"]).expanduser()
@@ -175,35 +140,48 @@ class ParallelData(L.LightningDataModule):
                 raise ConfigError(f"data.tokenizer.path: {path} is not a tokenizer.json: {first_line(e)}") from None
             return with_specials(src), (with_specials(tgt) if tgt is not src else src)
         kind, vocab = t.get("kind", "char"), int(t.get("vocab_size", 8000))
-        every = [p for ps in pairs.values() for p in ps]  # a char alphabet covers val/test characters too
 
-        def make(side: list[int]) -> Tokenizer:
-            text = lambda ps: "\n".join(p[i] for p in ps for i in side)  # noqa: E731
-            return with_specials(train_tokenizer(kind, text(pairs["train"]), text(every), vocab))
+        def texts(splits: list[Iterable[Pair]], side: list[int]) -> Iterator[str]:
+            for ps in splits:
+                for batch in batched(ps, BATCH):
+                    yield "\n".join(p[i] for p in batch for i in side)
+
+        def make(side: list[int]) -> Tokenizer:  # a char alphabet covers val/test characters too
+            return with_specials(train_tokenizer(kind, texts([pairs["train"]], side), texts(list(pairs.values()), side),
+                                                 vocab))
 
         if t.get("shared"):
             tok = make([0, 1])
             return tok, tok
         return make([0]), make([1])
 
-    def encode(self, pairs: list[Pair], split: str) -> list[tuple[list[int], list[int], str]]:
+    def encode(self, pairs: Iterable[Pair], split: str) -> EncodedPairs:
         """Token ids of each pair, without pairs longer than data.max_src_len / data.max_tgt_len tokens."""
-        src = self.encode_side(self.src_tok, [s for s, _ in pairs], "source")
-        tgt = self.encode_side(self.tgt_tok, [t for _, t in pairs], "target")
         max_src, max_tgt = int(self.cfg.get("max_src_len", 256)), int(self.cfg.get("max_tgt_len", 256))
-        kept = [(s, t, p[1]) for s, t, p in zip(src, tgt, pairs) if 0 < len(s) <= max_src and 0 < len(t) <= max_tgt]
-        if len(kept) < len(pairs):
-            print(f"{self.cfg.get('name', 'data')}: {split}: dropped {len(pairs) - len(kept)} of {len(pairs)} pairs "
+        vocab = max(self.src_tok.vocab_size, self.tgt_tok.vocab_size)
+        out = EncodedPairs(np.uint16 if vocab <= 1 << 16 else np.uint32, self.tgt_tok, keep_refs=split != "train")
+        total = 0
+        for batch in batched(pairs, BATCH):
+            src, src_len = self.encode_side(self.src_tok, [s for s, _ in batch], pairs, 0, out.dtype)
+            tgt, tgt_len = self.encode_side(self.tgt_tok, [t for _, t in batch], pairs, 1, out.dtype)
+            keep = (src_len > 0) & (src_len <= max_src) & (tgt_len > 0) & (tgt_len <= max_tgt)
+            out.add(src, src_len, tgt, tgt_len, keep, [t for _, t in batch])
+            total += len(batch)
+        out.finish()
+        if len(out) < total:
+            print(f"{self.cfg.get('name', 'data')}: {split}: dropped {total - len(out)} of {total} pairs "
                   f"longer than max_src_len={max_src} / max_tgt_len={max_tgt} tokens")
-        return kept
+        return out
 
-    def encode_side(self, tok: Tokenizer, texts: list[str], side: str) -> list[list[int]]:
+    def encode_side(self, tok: Tokenizer, texts: list[str], pairs: Iterable[Pair], i: int,
+                    dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return encode_all(tok, texts)
+            return encode_flat(tok, texts, dtype)
         except Exception as e:  # noqa: BLE001 - a given tokenizer that lacks characters of the data
-            text = "\n".join(texts)
-            missing = tok.missing(sorted(set().union(*texts)))
-            why = (describe_missing(missing, text, f"of the {side} sentences") if missing
+            side = ("source", "target")[i]
+            sentences = lambda: (p[i] for p in pairs)  # noqa: E731 - the whole split's side, read again
+            missing = tok.missing(sorted(alphabet(sentences())))
+            why = (describe_missing(missing, count_chars(sentences(), missing), f"of the {side} sentences") if missing
                    else f"the {side} sentences: {first_line(e)}")
             path = (self.cfg.get("tokenizer") or {}).get("path")
             where = f"data.tokenizer.path: {path}" if path else "data.tokenizer"
@@ -231,7 +209,7 @@ class ParallelData(L.LightningDataModule):
     def loader(self, split: str, shuffle: bool) -> DataLoader:
         items = self.ids[split]
         bs = int(self.cfg.get("batch_size", 64)) * (1 if shuffle else int(self.cfg.get("eval_batch_mult", 4)))
-        sampler = BucketSampler([len(s) + len(t) for s, t, _ in items], bs, shuffle, self.shuffle_seed,
+        sampler = BucketSampler(items.lengths().tolist(), bs, shuffle, self.shuffle_seed,
                                 int(self.cfg.get("bucket_pool", 50)))
         return DataLoader(items, batch_sampler=sampler, collate_fn=self.collate)
 
