@@ -52,7 +52,7 @@ def check_task(task_cfg: Any, path: str = "task") -> list[str]:
                 problems.append(f"{path}.{group}.{role}: the {name} task has no {group[:-1]} role '{role}'"
                                 f"{suggest(role, meta[group])}; its roles: {', '.join(meta[group]) or 'none'}")
         for role in meta[group]:
-            if group != "outputs" and not bound.get(role):
+            if group != "outputs" and not bound.get(role) and role not in (meta.get("optional") or ()):
                 problems.append(f"{path}.{group}.{role}: missing; name the model {group[:-1]} for the role {role}")
     return problems + _check_settings(task_cfg, meta.get("settings") or settings.TASKS.get(name), path,
                                       skip=("loss", "mode"))
@@ -105,6 +105,8 @@ def check_binding(task_cfg: Any, spec: Any, path: str = "task") -> list[str]:
     bound = binding(task_cfg)
     problems = []
     for role, name in bound["inputs"].items():
+        if name is None and role in optional_roles(task_cfg):
+            continue
         if name not in spec.inputs:
             problems.append(f"{path}.inputs.{role}: the model has no input '{name}'{suggest(name, spec.inputs)}; "
                             f"its inputs: {', '.join(spec.inputs)}")
@@ -123,6 +125,12 @@ def check_binding(task_cfg: Any, spec: Any, path: str = "task") -> list[str]:
     return problems
 
 
+def optional_roles(task_cfg: Any) -> tuple[str, ...]:
+    """The roles of a task that a model may leave unbound (an attention mask, token types)."""
+    entry = TASKS.entries.get(task_cfg.get("name"))
+    return tuple(entry.meta.get("optional") or ()) if entry else ()
+
+
 class Roles:
     """A task's roles bound to one model: what to feed it, what to read from it."""
 
@@ -130,15 +138,16 @@ class Roles:
         bound = binding(task_cfg)
         entry = TASKS.entries.get(task_cfg.get("name"))
         declared = {role: None for role in (entry.meta["outputs"] if entry else ())}  # unbound: the only output
-        self.inputs: dict[str, str] = bound["inputs"]
+        self.inputs: dict[str, str] = {r: n for r, n in bound["inputs"].items() if n is not None}  # optional: unbound
         self.outputs: dict[str, str] = {role: name if name is not None else next(iter(spec.outputs))
                                         for role, name in {**declared, **bound["outputs"]}.items()}
         self.sizes: dict[str, str] = bound["sizes"]
         self.several_outputs = len(spec.outputs) > 1
 
     def feed(self, **by_role: Any) -> dict[str, Any]:
-        """Model keyword arguments from values by role: feed(tokens=x) -> {"idx": x}."""
-        return {self.inputs[role]: value for role, value in by_role.items()}
+        """Model keyword arguments from values by role: feed(tokens=x) -> {"idx": x}; an optional role the
+        model has no input for is left out."""
+        return {self.inputs[role]: value for role, value in by_role.items() if role in self.inputs}
 
     def read(self, out: Any, role: str = "logits") -> Any:
         """The output a role reads from what the model returned (a tensor, or a dict for several outputs)."""

@@ -93,11 +93,15 @@ def import_modules(modules: list[str] | tuple[str, ...], path: str = "imports") 
 
 TASKS = Registry("task", "builder.tasks", {
     "classification": Entry("classification", "builder.train.tasks.classification:ClassificationTask", dict(
-        inputs=("features",), outputs=("logits",), sizes=(), needs="features", losses=("cross_entropy", "mse", "l1"),
-        loaded="builder.serve.api:Classifier")),
+        inputs=("features", "attention_mask", "token_types"), outputs=("logits",), sizes=("vocab", "classes"),
+        optional=("attention_mask", "token_types", "vocab", "classes"), needs="features",
+        losses=("cross_entropy", "mse", "l1"), loaded="builder.serve.api:Classifier")),
     "language_model": Entry("language_model", "builder.train.tasks.language_model:LanguageModelTask", dict(
         inputs=("tokens",), outputs=("logits",), sizes=("vocab",), needs="tokenizer",
         loaded="builder.serve.lm:LanguageModel")),
+    "masked_lm": Entry("masked_lm", "builder.train.tasks.masked_lm:MaskedLMTask", dict(
+        inputs=("tokens", "token_types", "attention_mask"), outputs=("logits",), sizes=("vocab",),
+        optional=("token_types", "attention_mask"), needs="tokenizer", loaded="builder.serve.masked_lm:MaskedLM")),
     "seq2seq": Entry("seq2seq", "builder.train.tasks.seq2seq:Seq2SeqTask", dict(
         inputs=("source", "source_padding", "target", "target_padding"), outputs=("logits",),
         sizes=("source_vocab", "target_vocab"), needs="tokenizer_pair", loaded="builder.serve.translation:Translator")),
@@ -108,6 +112,7 @@ DATA = Registry("data source", "builder.data", {
     "text": Entry("text", "builder.train.data.text:TextData", dict(provides="tokenizer")),
     "numbers": Entry("numbers", "builder.train.data.numbers:NumbersData", dict(provides="tokenizer_pair")),
     "parallel": Entry("parallel", "builder.train.data.parallel:ParallelData", dict(provides="tokenizer_pair")),
+    "text_classes": Entry("text_classes", "builder.train.data.text_classes:TextClassesData", dict(provides="features")),
 })
 
 

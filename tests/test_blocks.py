@@ -422,6 +422,7 @@ EXPECTED_BLOCKS = {
     "linear", "relu", "gelu", "sigmoid", "tanh", "leaky_relu", "step", "softmax", "feed_forward", "dropout",
     "layer_norm", "add", "add_norm", "input_norm", "token_embedding", "position_embedding", "sinusoidal_position",
     "self_attention", "cross_attention", "classifier_head", "lm_head", "attention", "rms_norm", "gated_feed_forward",
+    "padding_mask", "pool",
 }
 
 

@@ -140,12 +140,44 @@ class LoadedModel:
         given |= {n: named.pop(n) for n in names if n in named}
         return self.model(**{n: as_input(n, v, n, specs[n]) for n, v in given.items()}, **named)
 
+    def text_tokenizer(self) -> Any:
+        """The model's tokenizer (builder.tokenizer.Tokenizer); a model without one is a one-line ConfigError."""
+        if getattr(self, "_tokenizer", None) is None:
+            if not self.tokenizer_json:
+                raise ConfigError(f"ckpt: {self.path} holds no tokenizer, so text cannot be encoded for it")
+            from builder.tokenizer import Tokenizer
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        return self._tokenizer
+
     def export(self, out: str | Path) -> Path:
         """model.safetensors + config.yaml in `out`, loadable with `builder.load(out)`."""
         return checkpoint.export(checkpoint.Loaded(self.model, self.config, self.path, self.tokenizer_json), out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task!r}, path='{self.path}')"
+
+
+def token_inputs(loaded: "LoadedModel", texts: list[str], role: str, arg: str, truncate: bool = False
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(model inputs by the model's own names, attention mask (N, T)) for texts encoded with the loaded model's
+    tokenizer and its special tokens: the ids go to the input `role` is bound to, and to the optional roles
+    attention_mask (1 at tokens, 0 at padding) and token_types (zeros) where the model has them. A text longer
+    than the model's positions is cut (truncate) or a one-line ConfigError naming `arg`."""
+    from builder.contract import context_length
+    from builder.train.data.special import check_characters, encode_texts
+    tok = loaded.text_tokenizer()
+    limit = context_length(loaded.model.spec, loaded.roles.inputs[role])
+    pad_token = ((loaded.config.get("data") or {}).get("tokenizer") or {}).get("pad_token") or "[PAD]"
+    try:
+        check_characters(tok, texts, arg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    ids, mask = encode_texts(tok, texts, limit if truncate else None, tok.tok.token_to_id(pad_token) or 0)
+    if limit is not None and ids.shape[1] > limit:
+        raise ConfigError(f"{arg}: {ids.shape[1]} tokens, more than the model's {limit} positions")
+    device = next(loaded.model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    return loaded.roles.feed(**{role: ids, "attention_mask": mask, "token_types": torch.zeros_like(ids)}), mask
 
 
 class Prediction(NamedTuple):
@@ -164,10 +196,17 @@ class Classifier(LoadedModel):
     def predict(self, inputs: Any) -> Prediction:
         """Labels and class probabilities for raw input values: one row (a batch of one), a batch of rows, or
         an empty batch ([] or 0 rows: labels [] and probs of shape (0, C)); nested lists, numpy arrays and
-        tensors alike. Another width or rank, ragged rows or non-numbers raise a one-line ConfigError."""
+        tensors alike. Another width or rank, ragged rows or non-numbers raise a one-line ConfigError. A model
+        with a tokenizer also takes a text or a list of texts (encoded as in training, cut to its positions)."""
         name = self.roles.inputs["features"]
-        x = as_input("inputs", inputs, name, self.model.input_specs[name], one_row=True)
-        probs = self.roles.read(self.model(**{name: x})).float().softmax(-1)  # (N, C)
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        is_text = isinstance(texts, (list, tuple)) and texts and all(isinstance(t, str) for t in texts)
+        if self.tokenizer_json and is_text:
+            feed, _ = token_inputs(self, list(texts), "features", "inputs", truncate=True)
+        else:
+            x = as_input("inputs", inputs, name, self.model.input_specs[name], one_row=True)
+            feed = self.roles.feed(features=x, attention_mask=torch.ones_like(x), token_types=torch.zeros_like(x))
+        probs = self.roles.read(self.model(**feed)).float().softmax(-1)  # (N, C)
         classes = self.classes
         if len(classes) != probs.shape[-1]:
             classes = [str(i) for i in range(probs.shape[-1])]  # the config names a different number of classes

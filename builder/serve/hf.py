@@ -1,13 +1,14 @@
-"""Hugging Face directories in and out: GPT-2, Llama, Mistral, Qwen2 (one table each in conf/hf/).
+"""Hugging Face directories in and out: GPT-2, Llama, Mistral, Qwen2, Phi-3, BERT (one table each in conf/hf/).
 
 A directory with config.json, model.safetensors (or the shards model.safetensors.index.json lists) and
 tokenizer.json loads wherever a checkpoint does (`ckpt=DIR`, builder.load, builder-plan): config.json's
-model_type picks the family's table (builder/serve/hf_table.py), which turns config.json into our model
+model_type picks the family's table (builder/serve/hf_table.py), and its architectures[0] the head where a table
+has several (BERT: BertForMaskedLM, BertForSequenceClassification), which turns config.json into our model
 variables and the tensors into our parameters. Only safetensors are read, so nothing is ever unpickled.
 
 `export(loaded, out)` (builder-export format=hf) writes config.json, model.safetensors, tokenizer.json and
 tokenizer_config.json for the first family whose table reproduces the model's graph; transformers'
-AutoModelForCausalLM and AutoTokenizer load the result.
+AutoModelForCausalLM (AutoModelForMaskedLM, AutoModelForSequenceClassification) and AutoTokenizer load the result.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import CheckpointError, ConfigError
-from builder.serve.hf_table import GRAPH_KEYS, Family, family_names, read_table
+from builder.serve.hf_table import GRAPH_KEYS, Family, architectures, class_names, families, family_names, read_table
 
 CONFIG, WEIGHTS, INDEX, TOKENIZER = "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json"
 
@@ -39,7 +40,15 @@ def family_of(path: str | Path) -> tuple[dict[str, Any], Family]:
     if kind not in by_type:
         raise CheckpointError(f"{where}: model_type={json.dumps(kind)} is not supported (supported: "
                               f"{', '.join(sorted(by_type))}; each has a table in conf/hf/)")
-    return hf, Family(by_type[kind])
+    name = by_type[kind]
+    if not read_table(name).get("architectures"):
+        return hf, Family(name)  # one head: whatever the file calls its class
+    heads = architectures(name)
+    arch = (hf.get("architectures") or [heads[0]])[0]
+    if arch not in heads:
+        raise CheckpointError(f"{where}: architectures={json.dumps(hf.get('architectures'))} is not supported "
+                              f"(supported: {', '.join(heads)}; conf/hf/{name}.yaml)")
+    return hf, Family(name, arch)
 
 
 def run_config(path: str | Path) -> dict[str, Any]:
@@ -47,6 +56,8 @@ def run_config(path: str | Path) -> dict[str, Any]:
     hf, family = family_of(path)
     where = str(Path(path).expanduser() / CONFIG)
     cfg = family.run_config(family.variables(hf, where))
+    if family.labels:
+        cfg["data"]["classes"] = class_names(hf)
     eos = hf.get("eos_token_id")
     eos = eos[0] if isinstance(eos, list) and eos else eos
     if isinstance(eos, int):  # where generation stops (GPT-2's <|endoftext|>, Llama's </s> or <|end_of_text|>)
@@ -92,12 +103,12 @@ def load_dir(path: str | Path) -> tuple[Any, dict[str, Any], str | None]:
 def family_for(model_cfg: dict[str, Any]) -> Family:
     """The first family whose table reproduces this model's graph; otherwise one line with each one's reason."""
     reasons = []
-    for name in family_names():
-        family = Family(name)
+    for family in families():
         reason = family.fits(model_cfg)
         if reason is None:
             return family
-        reasons.append(f"{family.model_type}: {reason}")
+        several = len(architectures(family.name)) > 1  # a family of several heads names the head
+        reasons.append(f"{family.architecture if several else family.model_type}: {reason}")
     raise ConfigError(f"format=hf: the model is none of the Hugging Face families ({'; '.join(reasons)})")
 
 
@@ -109,8 +120,17 @@ def export(loaded: Any, out: str | Path) -> Path:
     model_cfg = loaded.config["model"]
     family = family_for(model_cfg)
     config = family.hf_config({k: v for k, v in model_cfg.items() if k not in GRAPH_KEYS})
-    eos = Tokenizer.from_str(loaded.tokenizer).eos_id if loaded.tokenizer is not None else None
-    config.update({"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": None, "dtype": "float32"})
+    tok = Tokenizer.from_str(loaded.tokenizer) if loaded.tokenizer is not None else None
+    eos = tok.eos_id if tok is not None and not family.tokens else None
+    special = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eos is not None else {}
+    if family.tokens and tok is not None:  # an encoder's [PAD], [CLS], [SEP], [MASK] where the tokenizer has them
+        special = {k: t for k, t in family.tokens.items() if tok.tok.token_to_id(t) is not None}
+    pad = tok.tok.token_to_id(special["pad_token"]) if "pad_token" in special else None
+    config.update({"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad, "dtype": "float32"})
+    classes = (loaded.config.get("data") or {}).get("classes")
+    if family.labels and classes and len(classes) == len(config.get("id2label") or ()):  # the run's class names
+        config["id2label"] = {str(i): str(c) for i, c in enumerate(classes)}
+        config["label2id"] = {str(c): i for i, c in enumerate(classes)}
     tensors = family.weights_out(loaded.model)
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +139,7 @@ def export(loaded: Any, out: str | Path) -> Path:
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     if loaded.tokenizer is not None:
         (out / TOKENIZER).write_text(loaded.tokenizer, encoding="utf-8")
-        special = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eos is not None else {}
+        names = {"model_input_names": family.input_names} if family.input_names else {}
         (out / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": "PreTrainedTokenizerFast", **special}, indent=2) + "\n")
+            {"tokenizer_class": "PreTrainedTokenizerFast", **special, **names}, indent=2) + "\n")
     return out

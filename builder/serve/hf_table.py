@@ -12,15 +12,26 @@ A table (YAML), read by builder/serve/hf.py for every Hugging Face directory:
       mlp_bias: {to: mlp_bias, supported: [false, true]}     only these values are accepted
       rope_parameters: {to: rope, keys: {rope_theta: theta}} a mapping, key by key (with the same rules)
       ... default: the value when the key is absent; each: the items a list may hold; write: false for keys
-      that are read but not written; skip_null: true to leave the key out rather than write null; a rule
+      that are read but not written; skip_null: true to leave the key out rather than write null (and to keep
+      the variable's default when it is null); a rule
       without `to` only checks the value (and writes the first supported one)
     tensors:                             HF tensor -> our parameter; * is a layer index
       model.layers.*.self_attn.q_proj.weight: layers.*.attn.q.weight
       transformer.h.*.attn.c_attn.weight: {to: layers.*.attn.qkv.weight, transpose: true}
       model.layers.*.self_attn.qkv_proj.weight: {to: [layers.*.attn.q.weight, ...]}  split / merged on dim 0
+      bert.encoder.layer.*.attention.self.key.weight: {to: layers.*.attn.qkv.weight, part: 1, of: 3}
+                                                     rows 1/3 .. 2/3 of ours: several HF tensors make one
     optional_prefix: model.              a prefix that some files leave out
     ignore: [...]                        tensors that are not weights
     extends: llama                       start from another table; a null entry removes one of its keys
+    task: masked_lm                      the task the model loads with (default language_model), or a mapping:
+                                         {name: classification, inputs: {...}, sizes: {...}} (its role bindings)
+    data: text_classes                   the data source in the run config (default text)
+    labels: num_classes                  config.json's id2label <-> this model variable and data.classes
+    tokens: {pad_token: "[PAD]", ...}    special tokens written to tokenizer_config.json (and pad_token_id)
+    input_names: [input_ids, ...]        the tokenizer's outputs (tokenizer_config.json's model_input_names)
+    architectures:                       other heads of the same model_type (config.json's architectures[0]):
+      BertForSequenceClassification: {model: ..., tensors: ...}   each changes the table as `extends` does
 """
 from __future__ import annotations
 
@@ -47,13 +58,27 @@ def read_table(name: str) -> dict[str, Any]:
     import yaml
     table = yaml.safe_load((TABLES / f"{name}.yaml").read_text())
     parent = table.pop("extends", None)
-    if parent is None:
-        return table
-    merged = {**read_table(parent), **table}
+    return table if parent is None else _merge(read_table(parent), table)
+
+
+def _merge(base: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """`table` over `base`: its keys replace base's, except config and tensors, merged key by key (null: removed)."""
+    merged = {**base, **table}
     for section in ("config", "tensors"):
-        both = {**read_table(parent)[section], **table.get(section, {})}
+        both = {**base.get(section, {}), **table.get(section, {})}
         merged[section] = {k: v for k, v in both.items() if v is not None}
     return merged
+
+
+def architectures(name: str) -> list[str]:
+    """The architectures a table reads and writes, its own first."""
+    table = read_table(name)
+    return [table["architecture"], *(table.get("architectures") or {})]
+
+
+def families() -> list["Family"]:
+    """Every table with each of its architectures, in the order an export tries them."""
+    return [Family(name, arch) for name in family_names() for arch in architectures(name)]
 
 
 def _pattern(name: str) -> re.Pattern:
@@ -63,17 +88,24 @@ def _pattern(name: str) -> re.Pattern:
 class Family:
     """One table of conf/hf/: a Hugging Face architecture as one of our model configs."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, architecture: str | None = None):
         table = copy.deepcopy(read_table(name))
+        if architecture not in (None, table["architecture"]):
+            table = _merge(table, {**table["architectures"][architecture], "architecture": architecture})
         self.name, self.model_type, self.architecture = name, table["model_type"], table["architecture"]
         self.model, self.set, self.config = table["model"], table.get("set") or {}, table["config"]
+        task = table.get("task") or "language_model"
+        self.task = task if isinstance(task, dict) else {"name": task}  # the task's name and role bindings
+        self.data, self.labels, self.tokens = table.get("data") or "text", table.get("labels"), table.get("tokens")
+        self.input_names = table.get("input_names")  # what the tokenizer returns (tokenizer_config.json)
         self.prefix = table.get("optional_prefix") or ""
         self.ignore = [_pattern(p) for p in table.get("ignore") or []]
-        self.tensors = []  # (HF pattern, HF name, our names, transpose)
+        self.tensors = []  # (HF pattern, HF name, our names, transpose, (part, of) or None)
         for hf, rule in table["tensors"].items():
             rule = rule if isinstance(rule, dict) else {"to": rule}
             ours = rule["to"] if isinstance(rule["to"], list) else [rule["to"]]
-            self.tensors.append((_pattern(hf), hf, ours, bool(rule.get("transpose"))))
+            part = (int(rule["part"]), int(rule["of"])) if "part" in rule else None
+            self.tensors.append((_pattern(hf), hf, ours, bool(rule.get("transpose")), part))
 
     # --- config.json <-> model variables ------------------------------------------------------------------
 
@@ -83,6 +115,8 @@ class Family:
         problems: list[str] = []
         for key, rule in self.config.items():
             _read(hf, key, rule, found, problems, f"{where}: ")
+        if self.labels:
+            found[self.labels] = len(class_names(hf))
         if problems:
             raise ConfigError(problems)
         return found
@@ -92,14 +126,18 @@ class Family:
         out = {"model_type": self.model_type, "architectures": [self.architecture]}
         for key, rule in self.config.items():
             _write(variables, key, rule, out)
+        if self.labels and isinstance(variables.get(self.labels), int):
+            out["id2label"] = {str(i): f"LABEL_{i}" for i in range(variables[self.labels])}
+            out["label2id"] = {name: i for i, name in enumerate(out["id2label"].values())}
         return out
 
     def run_config(self, variables: dict[str, Any]) -> dict[str, Any]:
-        """The resolved run config (language-model task) of our model with these variables and the fixed ones."""
+        """The resolved run config (the table's task and data) of our model with these variables and the fixed ones."""
         from omegaconf import OmegaConf
 
         from builder.config import resolve
-        cfg = OmegaConf.create(_composed(self.model))
+        cfg = OmegaConf.create(_composed(self.model, self.task["name"], self.data))
+        cfg.task.merge_with({k: v for k, v in self.task.items() if k != "name"})
         for key, value in {**variables, **self.set}.items():
             if key not in cfg.model:
                 raise ConfigError(f"conf/hf/{self.name}.yaml: conf/model/{self.model}.yaml has no variable '{key}'")
@@ -118,7 +156,7 @@ class Family:
             back = self.variables(self.hf_config(ours), "config.json")
         except (ValueError, ConfigError) as e:
             return str(e).splitlines()[0]
-        known = _composed(self.model)["model"]
+        known = _composed(self.model, self.task["name"], self.data)["model"]
         rebuilt = self.run_config({**{k: v for k, v in ours.items() if k in known}, **back})["model"]
         for key in ("inputs", "outputs", "nodes"):
             if rebuilt[key] != model_cfg.get(key):
@@ -130,15 +168,16 @@ class Family:
 
     def weights_in(self, tensors: dict[str, Any], model: Any, where: str) -> dict[str, Any]:
         """Our state dict from HF tensors; every tensor must have a place and every parameter a tensor."""
+        import torch
         params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}
-        out, problems = {}, []
+        out, problems, pieces = {}, [], {}
         for name, t in tensors.items():
             match = self._match_hf(name)
             if match is None:
                 if not any(p.match(name) or p.match(self.prefix + name) for p in self.ignore):
                     problems.append(f"{where}: tensor {name} has no counterpart in conf/hf/{self.name}.yaml")
                 continue
-            (_, _, ours, transpose), i = match
+            (_, _, ours, transpose, piece), i = match
             targets = [o.replace("*", i) for o in ours]
             absent = [x for x in targets if x not in params]
             if absent:
@@ -148,10 +187,16 @@ class Family:
             t = t.t() if transpose else t
             parts = t.split([params[x].shape[0] for x in targets]) if len(targets) > 1 else [t]
             for x, part in zip(targets, parts):
-                if part.shape != params[x].shape:
-                    problems.append(f"{where}: tensor {name} has shape {tuple(t.shape)}; {x} needs "
-                                    f"{tuple(params[x].shape)}")
-                out[x] = part
+                need = params[x].shape if piece is None else (params[x].shape[0] // piece[1], *params[x].shape[1:])
+                if part.shape != need:
+                    problems.append(f"{where}: tensor {name} has shape {tuple(t.shape)}; {x} needs {tuple(need)}")
+                if piece is None:
+                    out[x] = part
+                else:
+                    pieces.setdefault(x, [None] * piece[1])[piece[0]] = part
+        for x, got in pieces.items():  # several HF tensors, one of ours: rows in the order of their parts
+            if all(p is not None for p in got):
+                out[x] = torch.cat(got)
         for group in _tied(model):  # a tied matrix may be stored once
             given = [n for n in group if n in out]
             if given:
@@ -165,19 +210,24 @@ class Family:
         """HF tensors from our model (a tied matrix once, under its first name in the table)."""
         import torch
         params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}
-        out, written = {}, set()
-        for _, hf, ours, transpose in self.tensors:
+        out, written = {}, set()  # (data_ptr, part or None) of what is out
+        for _, hf, ours, transpose, piece in self.tensors:
             first = _pattern(ours[0])
             for name, param in params.items():
                 m = first.match(name)
-                if m is None or param.data_ptr() in written:
+                if m is None or (param.data_ptr(), piece) in written or (param.data_ptr(), None) in written:
                     continue
                 i = m.group(1) if m.groups() else ""
                 parts = [params[o.replace("*", i)] for o in ours]
                 t = torch.cat(parts) if len(parts) > 1 else parts[0]
+                t = t.chunk(piece[1])[piece[0]] if piece is not None else t
                 out[hf.replace("*", i)] = (t.t() if transpose else t).contiguous()
-                written.update(p.data_ptr() for p in parts)
-        left = [n for n, p in params.items() if p.data_ptr() not in written]
+                written.update((p.data_ptr(), piece) for p in parts)
+        done = {ptr for ptr, piece in written if piece is None}
+        for ptr, piece in written:  # one of ours written in parts: out once every part is
+            if piece is not None and all((ptr, (k, piece[1])) in written for k in range(piece[1])):
+                done.add(ptr)
+        left = [n for n, p in params.items() if p.data_ptr() not in done]
         if left:
             raise ConfigError(f"format=hf: {left[0]} has no Hugging Face name in conf/hf/{self.name}.yaml")
         return out
@@ -190,7 +240,7 @@ class Family:
         return None
 
     def _hf_name(self, ours: str) -> str:
-        for _, hf, names, _ in self.tensors:
+        for _, hf, names, _, _ in self.tensors:
             m = _pattern(names[0]).match(ours)
             if m:
                 return hf.replace("*", m.group(1) if m.groups() else "")
@@ -198,12 +248,20 @@ class Family:
 
 
 @functools.cache
-def _composed(model: str) -> dict[str, Any]:
-    """The unresolved run config of `model=NAME` with the language-model task, as plain data (composed once)."""
+def _composed(model: str, task: str = "language_model", data: str = "text") -> dict[str, Any]:
+    """The unresolved run config of `model=NAME` with this task and data source, as plain data (composed once)."""
     from omegaconf import OmegaConf
 
     from builder.config import compose
-    return OmegaConf.to_container(compose([f"model={model}", "data=text", "task=language_model"]), resolve=False)
+    return OmegaConf.to_container(compose([f"model={model}", f"data={data}", f"task={task}"]), resolve=False)
+
+
+def class_names(hf: dict[str, Any]) -> list[str]:
+    """The class names of a classifier's config.json: id2label in id order, else num_labels (default 2) names."""
+    labels = hf.get("id2label")
+    if isinstance(labels, dict) and labels:
+        return [str(labels[k]) for k in sorted(labels, key=int)]
+    return [f"LABEL_{i}" for i in range(int(hf.get("num_labels") or 2))]
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -227,6 +285,8 @@ def _read(source: dict, key: str, rule: Any, found: dict, problems: list[str], w
     if key not in source and "default" not in rule:
         return
     value = source.get(key, rule.get("default"))
+    if value is None and rule.get("skip_null"):
+        return  # null: the model variable keeps its default
     allowed = rule.get("supported", list(rule.get("values", {})) or None)
     if allowed is not None and value not in allowed:
         shown = ", ".join(json.dumps(a) for a in allowed)

@@ -1,5 +1,11 @@
 """Classification: the model maps inputs to class logits (B, C); batches are (inputs..., target) with
-integer class targets (B,)."""
+integer class targets (B,).
+
+Batches of feature rows are (features, target). Batches of token ids (data=text_classes) are (ids, attention_mask,
+target): the ids go to the `features` role and, when the model has such inputs, the mask (1 at tokens, 0 at
+padding) to the optional `attention_mask` role and zeros to the optional `token_types` role. The data's tokenizer,
+if it has one, is checked against the model, saved beside the run and in every checkpoint (predict(texts)).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from builder.train.tasks.base import LOSSES, Task
+from builder.train.tasks.tokenized import TokenizedTask
 
 
 def classification_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -19,14 +26,25 @@ def classification_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -
     return LOSSES[name](probs, onehot)
 
 
-class ClassificationTask(Task):
+class ClassificationTask(TokenizedTask, Task):
     name = "classification"
     monitor, mode = "val/acc", "max"
     metrics = ("acc",)
 
+    def setup(self, stage: str) -> None:
+        self.take_tokenizer(stage, "features", predicted=False)
+
+    def context(self, batch: Any) -> int:
+        return int(batch[0].shape[1]) if len(batch) == 3 else 0  # token ids: their length; feature rows: none
+
     def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
-        features, target = batch
-        logits = self.run_model(features=features)  # (B, C)
+        features, *mask, target = batch  # (B, ...), [(B, T) attention mask], (B,)
+        optional = {}
+        if mask:
+            optional["attention_mask"] = mask[0]
+        if "token_types" in self.roles.inputs:
+            optional["token_types"] = torch.zeros_like(features)
+        logits = self.run_model(features=features, **optional)  # (B, C)
         loss = classification_loss(self.loss_name, logits, target)
         acc = (logits.argmax(-1) == target).float().mean()
         return loss, target.shape[0], {"acc": acc}
