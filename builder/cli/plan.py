@@ -1,10 +1,10 @@
 """builder-plan: validate a model config, print its node table and draw its graph, without training.
 
-    builder-plan experiment=gpt2_small [overrides] [out=DIR]
+    builder-plan experiment=gpt2_small model.n_layer=6 out=outputs/plans/gpt2_6
     builder-plan --config-dir my_conf experiment=mine              # with a project's own config directory
-    builder-plan path/to/model.yaml [out=DIR]
-    builder-plan ckpt=RUN_DIR|FILE.ckpt|EXPORT_DIR [out=DIR]     # a trained model, as stored
-    builder-plan path/to/run/config.yaml [out=DIR]               # a run's or an export's config
+    builder-plan path/to/model.yaml out=outputs/plans/mine
+    builder-plan ckpt=RUN_DIR              # a trained model as stored: a run, a .ckpt file or an export
+    builder-plan path/to/run/config.yaml   # a run's or an export's config
 
 A stored config (a checkpoint's, a run's config.yaml) already holds the run's `auto` sizes (vocab_size, ...),
 so its plan is the model that was trained. `ckpt=` reads no weights and unpickles nothing.
@@ -50,11 +50,14 @@ def load_model_config(args: list[str], ckpt: str | None = None, allow_imports: b
 def model_of_file(path: Path) -> tuple[Any, str]:
     """A bare model config, or the `model` section of a run's (or an export's) stored config.yaml."""
     from omegaconf import DictConfig, OmegaConf
+
+    from builder.config import CONF_DIR
+    if not path.is_file() and not path.is_absolute() and (CONF_DIR.parent / path).is_file():
+        path = CONF_DIR.parent / path  # conf/model/gpt.yaml names a shipped config from any directory
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     loaded = OmegaConf.load(path)
     if isinstance(loaded, DictConfig) and "defaults" in loaded:  # a file Hydra composes, such as an experiment
-        from builder.config import CONF_DIR
         group = path.resolve().parent
         how = (f"builder-plan {group.name}={path.stem}" if group.parent == CONF_DIR
                else "builder-plan experiment=NAME or model=NAME [overrides]")
@@ -101,10 +104,22 @@ def _main(argv: list[str]) -> None:
     spec = check_structure(model_cfg)  # structural errors print here, before torch is imported
     from builder.graph.plan import make_plan, print_table, write_diagrams
     plan = make_plan(spec, quick=True)  # this process checks, prints and exits
-    print_table(plan, f"plan of {name}")
+    print_table(plan, f"plan of {name}", trainable_row(cfg, spec, plan))
     out = Path(mine.get("out") or DEFAULT_OUT / name)
     written = write_diagrams(plan, out)
     print(f"graph written to {', '.join(str(p) for p in written)}" + ("" if "out" in mine else "  (choose with out=DIR)"))
+
+
+def trainable_row(cfg: Any, spec: Any, plan: Any) -> str | None:
+    """With `adapters=lora`: the adapters' parameters (the ones that train) of the total with them."""
+    from omegaconf import OmegaConf
+    section = OmegaConf.to_container(cfg.adapters, resolve=True) if OmegaConf.is_dict(cfg.get("adapters")) else {}
+    from builder.graph import adapters
+    if not adapters.enabled(section):
+        return None
+    added, layers = adapters.plan_counts(spec, section)
+    total = plan.total + added
+    return f"{added:,} of {total:,} ({100 * added / total:.3g}%; LoRA rank {section['rank']}, {layers} layers)"
 
 
 if __name__ == "__main__":

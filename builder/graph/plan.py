@@ -57,7 +57,8 @@ def _rows(plan: Plan, graph: GraphSpec, prefix: str, indent: str, out: list) -> 
         out.append((indent + name, label, plan.shapes.get(q, "?"), f"{info.params:,}" if info else "?"))
 
 
-def print_table(plan: Plan, title: str) -> None:
+def print_table(plan: Plan, title: str, trainable: str | None = None) -> None:
+    """The node table; `trainable`, when some parameters are frozen, is shown under the total."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -70,6 +71,8 @@ def print_table(plan: Plan, title: str) -> None:
         table.add_row(*map(escape, row))
     table.add_section()
     table.add_row("total", "", "", f"{plan.total:,} ({human(plan.total)})")
+    if trainable:
+        table.add_row("trainable", "", "", trainable)
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 120)  # keep rows whole in logs and pipes

@@ -124,20 +124,33 @@ def load(path: str | Path, allow_imports: bool = False) -> Loaded:
         ckpt = read_checkpoint(file)
         cfg, tokenizer = ckpt["builder"]["config"], ckpt["builder"].get("tokenizer")
         check_imports(cfg, allow_imports, file)
-        model = model_with_weights(cfg["model"], ckpt["state_dict"])
+        model = model_with_weights(cfg["model"], ckpt["state_dict"], cfg, allow_imports)
     return Loaded(model.eval(), cfg, file, tokenizer)
 
 
-def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any]) -> Any:
+def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any], run_cfg: dict[str, Any] | None = None,
+                       allow_imports: bool = False) -> Any:
     """A GraphModel built from its config, holding the weights of a task's state dict (whose entries are
-    "model.<name>": the task keeps the graph as `self.model`)."""
+    "model.<name>": the task keeps the graph as `self.model`); with the run's adapters (builder/graph/adapters.py)
+    when `run_cfg` has them, the base weights read from its init_from when the checkpoint holds adapters only."""
     import torch
 
+    from builder.graph import adapters
     from builder.graph.build import build_model
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
         model = build_model(model_cfg)
+        section = (run_cfg or {}).get("adapters") or {}
+        only = adapters.enabled(section) and section.get("save") == "adapters_only"
+        if only:
+            base = load(run_cfg["init_from"], allow_imports=allow_imports)  # the frozen weights the run started from
+            model.load_state_dict(adapters.merged_state(base.model), strict=True)
+        adapters.apply(model, section)
     state = {k.removeprefix("model."): v for k, v in task_state.items() if k.startswith("model.")}
-    model.load_state_dict(state, strict=True)
+    missing, unexpected = model.load_state_dict(state, strict=not only)
+    lacking = [k for k in missing if adapters.is_adapter_key(k)]
+    if unexpected or lacking:
+        raise CheckpointError(f"ckpt: the checkpoint's adapters do not fit the model its config builds "
+                              f"({(unexpected or lacking)[0]})")
     return model
 
 
@@ -145,11 +158,16 @@ def export(loaded: Loaded, out: str | Path) -> Path:
     """Write model.safetensors + config.yaml (+ tokenizer.json) into `out`; every command reads it as ckpt=out."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_model
+    from builder.graph import adapters
+    model, config = loaded.model, loaded.config
+    if adapters.adapted(model):  # the updates merged into the weights: an export is a plain model
+        import copy
+        model, config = adapters.merge(copy.deepcopy(model)), dict(config, adapters={"name": "none"})
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "builder", "task": str(loaded.config["task"]["name"])}
-    save_model(loaded.model, str(out / WEIGHTS), metadata=meta)
-    OmegaConf.save(OmegaConf.create(loaded.config), out / CONFIG)
+    meta = {"format": "builder", "task": str(config["task"]["name"])}
+    save_model(model, str(out / WEIGHTS), metadata=meta)
+    OmegaConf.save(OmegaConf.create(config), out / CONFIG)
     if loaded.tokenizer is not None:
         (out / TOKENIZER).write_text(loaded.tokenizer)
     return out

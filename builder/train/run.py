@@ -73,6 +73,8 @@ def check_settings(cfg: DictConfig) -> list[str]:
         except Exception:  # noqa: BLE001 - a broken interpolation is reported with its path elsewhere
             continue
         problems += checker(values) if checker else settings.check(values, section, name)
+    from builder.train.init_from import check_adapters
+    problems += check_adapters(cfg)
     optimizer = OmegaConf.select(cfg, "optim.optimizer") if OmegaConf.is_dict(cfg.get("optim")) else None
     if OmegaConf.is_dict(optimizer):
         if not isinstance(optimizer.get("_target_"), str) or not optimizer.get("_target_"):
@@ -91,15 +93,22 @@ def check_shapes(cfg: DictConfig) -> None:
     from builder.graph.prepare import prepare_model_config
     from builder.graph.shapes import infer_shapes
     infer_shapes(check_structure(prepare_model_config(cfg)))
+    from builder.train.init_from import check_adapter_targets
+    check_adapter_targets(cfg)
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[Any, ...] = ()) -> float:
     """Train; `overrides` is what overrides.yaml records (default: Hydra's), `callbacks` are added to Lightning's."""
+    from builder.train.rundir import check_own, choose_run_dir, effective_resume, hydra_job, write_overrides
+    overrides = list(overrides if overrides is not None else hydra_job()[1])
+    from builder.train.init_from import apply, check_adapter_targets
+    if cfg.get("init_from"):  # the model and tokenizer come from there
+        cfg = apply(cfg, overrides)
     check(cfg)
+    check_adapter_targets(cfg)
     from builder.train.distributed import is_rank_zero
     from builder.train.loggers import record_status
     from builder.train.resume import check_changes, open_resume
-    from builder.train.rundir import check_own, choose_run_dir, effective_resume, hydra_job, write_overrides
     rank0 = is_rank_zero()
     run_dir = choose_run_dir(cfg)
     resume = effective_resume(cfg, run_dir)
@@ -111,7 +120,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
         cfg = check_changes(resumed, cfg)
     elif cfg.get("seed") is None:
         cfg.seed = random_seed()
-    overrides = list(overrides if overrides is not None else hydra_job()[1])
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_overrides(run_dir, overrides, resumed=resume is not None)
@@ -182,9 +190,13 @@ class Run:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
             point_latest(run_dir, cfg.get("outputs_dir") or "outputs")  # a run whose data and model are ready
         model = build_model(plain["model"])
+        from builder.train.init_from import starting_weights
+        model, extra = starting_weights(model, plain, resumed is not None, self.rank0)  # init_from, adapters
         trainer_cfg = plain["trainer"]
         strategy = make_strategy(trainer_cfg.get("strategy", "auto"), trainer_cfg.get("process_group_timeout"))
         self.task = task = task_for(cfg.task.name, strategy)(model, plain)
+        task.strict_loading = not any(getattr(c, "partial", False) for c in extra)  # adapters-only checkpoints
+        extra_callbacks = (*extra, *extra_callbacks)
         loggers = make_loggers(plain.get("logger"), run_dir, task.columns(), resume_step=resume_step,
                                rank=0 if self.rank0 else 1)
         with run_log(run_dir if self.rank0 else None):
@@ -218,7 +230,7 @@ class Run:
         callbacks: list[Any] = [StopOnNonFinite(ckpt_dir / "last.ckpt"), ValidateAtEnd(), self.best, last,
                                 rng_callback(), StopOnSignal(last.save, self.run_dir), *extra]
         skip = ("_target_", "callbacks", "logger", "strategy", "plugins", "use_distributed_sampler",
-                "process_group_timeout")
+                "process_group_timeout", "peak_flops")
         kwargs = {k: v for k, v in plain["trainer"].items() if k not in skip}
         if kwargs.get("enable_progress_bar", True) and self.rank0:
             callbacks.append(ProgressBar())
