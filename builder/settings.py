@@ -109,7 +109,7 @@ def S(type: str, default: Any = REQUIRED, doc: str = "", low: float | None = Non
 
 # --- run options (the top level of conf/train.yaml) -------------------------------------------------------
 
-GROUPS = ("data", "model", "task", "optim", "trainer", "logger", "sweep", "cluster", "experiment", "hydra")
+GROUPS = ("data", "model", "task", "optim", "trainer", "logger", "sweep", "cluster", "experiment", "hydra", "adapters")
 RUN = {
     "imports": S("list[str]", [], "modules of your own that register tasks, data sources or blocks"),
     "seed": S("int | None", 0, "seeds weights, data order and dropout; null draws one", low=0, high=2**32 - 1),
@@ -121,6 +121,18 @@ RUN = {
     "resume": S("str | None", None, "RUN_DIR, a .ckpt file, latest or auto"),
     "outputs_dir": S("str", "outputs", "where dated run directories and the latest link go"),
     "generation": S("dict | None", None, "eos_id: where generation stops (read from a Hugging Face directory)"),
+    "init_from": S("str | None", None, "RUN_DIR, a .ckpt file, an export or a Hugging Face directory: start from "
+                   "its weights and tokenizer, with its model"),
+}
+
+# conf/adapters: none, or LoRA on the linear layers of the nodes `targets` names (builder/graph/adapters.py)
+ADAPTERS = {
+    "none": {"name": S("str")},
+    "lora": {"name": S("str"), "targets": S("list[str]", doc="node names, * for one name part: layers.*.attn"),
+             "rank": S("int", 8, low=1), "alpha": S("float", 16.0, "the update is scaled by alpha / rank", low=0,
+                                                    above=True),
+             "dropout": S("float", 0.0, "on the adapters' input", low=0, high=1),
+             "save": S("Literal['adapters_only', 'full']", "adapters_only", "what checkpoints hold")},
 }
 
 OPTIM = {
@@ -136,7 +148,9 @@ OPTIM = {
 # trainer keys of our own; the others are lightning.Trainer's arguments (checked against its signature), with
 # the ranges below where a wrong value would otherwise end in a Lightning traceback
 TRAINER_OWN = {"process_group_timeout": S("float", 1800, "seconds a collective waits for the other processes",
-                                          low=0, above=True)}
+                                          low=0, above=True),
+               "peak_flops": S("float | None", None, "the device's FLOP/s, for train/mfu (known GPUs: from a table)",
+                               low=0, above=True)}
 TRAINER_RANGES = {
     "accelerator": S("Literal['auto', 'cpu', 'gpu', 'cuda', 'mps', 'tpu']", "auto"),
     "max_steps": S("int", -1, low=-1), "max_epochs": S("int | None", None, low=-1),
@@ -158,6 +172,14 @@ TASKS = {
                        "sample_tokens": S("int", 200, "tokens sampled after each validation", low=0),
                        "sample_prompt": S("str", "\n"), "sample_temperature": S("float", 0.8, low=0),
                        "sample_top_k": S("int | None", None, low=1)},
+    "masked_lm": {**TASK_COMMON,
+                  "mask_rate": S("float", 0.15, "the share of tokens chosen for prediction", low=0, high=1, above=True),
+                  "mask_replace": S("float", 0.8, "of the chosen: the share replaced by mask_token", low=0, high=1),
+                  "random_replace": S("float", 0.1, "of the chosen: the share replaced by a random token", low=0,
+                                      high=1),
+                  "mask_token": S("str", "[MASK]"),
+                  "special_tokens": S("list[str]", ["[PAD]", "[CLS]", "[SEP]", "[MASK]"],
+                                      "never chosen; data=text adds those its tokenizer lacks")},
     "seq2seq": {**TASK_COMMON, "label_smoothing": S("float", 0.0, low=0, high=1),
                 "eval_num_beams": S("int", 1, low=1), "max_len_ratio": S("float", 2.0, low=0, above=True),
                 "bleu_tokenize": S("str", "auto"), "show_examples": S("int", 0, low=0)},
@@ -170,13 +192,30 @@ PAIRS = {"seed": S("int", 0, low=0), "reverse": S("bool", False), "tokenizer": P
          "eval_batch_mult": S("int", 4, low=1), "bucket_pool": S("int", 50, low=1),
          "num_workers": S("int", 0, low=0)}
 DATA = {
+    "text": {"name": S("str"), "path": S("str | list[str] | None", None, "a file, a directory or a glob"),
+             "hf_dataset": S("dict | None", None, "{path, name, split, column, streaming}"),
+             "separator": S("str", "\n\n"), "val_fraction": S("float", 0.1, low=0, high=1, above=True),
+             "block_size": S("int", low=1), "batch_size": S("int", 12, low=1),
+             "val_batch_size": S("int | None", None, low=1), "max_val_windows": S("int | None", None, low=1),
+             "tokenizer": {"kind": S("Literal['char', 'bpe']", "char"), "vocab_size": S("int", 4096, low=1),
+                           "train_bytes": S("int | float | None", None, low=1), "path": S("str | None", None),
+                           "special_tokens": S("list[str] | None", None)},
+             "cache_dir": S("str", "outputs/cache/text"), "num_workers": S("int", 0, low=0)},
     "leaf_flower": {"name": S("str"), "classes": S("list[str]"),
                     "examples": S("list", items={"name": S("str"), "features": S("list[float]"), "label": S("str")}),
                     "noise_std": S("list[float]"), "n_train": S("int", low=1), "n_val": S("int", low=1),
-                    "seed": S("int", low=0), "batch_size": S("int", low=1),
+                    "n_test": S("int", 2000, low=1), "seed": S("int", low=0), "batch_size": S("int", low=1),
                     "num_workers": S("int", 0, low=0), "bayes_samples": S("int", 0, low=0)},
     "numbers": {"name": S("str"), "path": S("str | list[str] | None", None), "n_train": S("int", low=1),
                 "n_val": S("int", low=1), "n_test": S("int", low=1), **PAIRS},
+    "text_classes": {"name": S("str"), "path": S("str | None", None, "a TSV of label<TAB>text lines (required)"),
+                     "val_path": S("str | None", None), "val_fraction": S("float", 0.1, low=0, high=1, above=True),
+                     "seed": S("int", 0, low=0), "classes": S("list[str] | None", None),
+                     "max_len": S("int | None", None, "tokens per text", low=2), "batch_size": S("int", 32, low=1),
+                     "val_batch_size": S("int | None", None, low=1), "num_workers": S("int", 0, low=0),
+                     "tokenizer": {"kind": S("Literal['char', 'bpe']", "char"), "vocab_size": S("int", 1000, low=1),
+                                   "path": S("str | None", None), "special_tokens": S("list[str] | None", None),
+                                   "pad_token": S("str", "[PAD]")}},
     "parallel": {"name": S("str"), "train": S("str | list[str]"), "val": S("str | list[str] | None", None),
                  "test": S("str | list[str] | None", None), "val_size": S("int", 1000, low=0),
                  "test_size": S("int", 1000, low=0), **PAIRS},

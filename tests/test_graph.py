@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ TINY = {
     "llama": {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "kv_heads": 1, "d_model": 16, "d_ff": 24},
     "transformer": {"src_vocab_size": 13, "tgt_vocab_size": 11, "max_len": 16, "d_model": 16, "n_head": 2,
                     "d_ff": 32, "n_encoder_layers": 2, "n_decoder_layers": 2},
+    "bert": {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "d_model": 16, "d_ff": 32},
+    "bert_classifier": {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "d_model": 16, "d_ff": 32,
+                        "num_classes": 3},
 }
 
 
@@ -48,6 +52,9 @@ def test_every_model_config_in_conf_builds_at_tiny_sizes():
         args = [torch.randn(3, 4)] if name == "mlp" else None
         if name in ("gpt", "llama"):
             args = [torch.randint(0, 11, (3, 8))]
+        if name in ("bert", "bert_classifier"):  # input ids, token types, attention mask (a padded row)
+            args = [torch.randint(0, 11, (3, 8)), torch.zeros(3, 8, dtype=torch.long),
+                    torch.tensor([[1] * 8, [1] * 8, [1] * 5 + [0] * 3])]
         if name == "transformer":
             args = [torch.randint(0, 13, (3, 5)), torch.zeros(3, 5, dtype=torch.bool),
                     torch.randint(0, 11, (3, 7)), torch.zeros(3, 7, dtype=torch.bool)]
@@ -234,12 +241,15 @@ def test_user_block_module_named_in_imports_is_registered(tmp_path, monkeypatch)
         "import torch\nfrom builder import block\n\n"
         "@block('scale')\ndef scale(x, *, factor: float = 2.0):\n    '''Multiply by a constant.'''\n"
         "    return x * factor\n")
+    from builder.graph import registry
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry.registry()))  # `scale` leaves with this test
     cfg = graph({"s": {"block": "scale", "in": "x", "factor": 3.0}}, imports=["my_blocks"])
     model = build_model(cfg)
     assert torch.equal(model(torch.ones(2, 4)), torch.full((2, 4), 3.0))
     found = problems(graph({"s": {"block": "scale", "in": "x", "factor": "big"}}, imports=["my_blocks"]))
     assert found == ["model.nodes.s.factor: expected float, got 'big' (str)"]
+    sys.modules.pop("my_blocks")
 
 
 def test_missing_import_module_is_a_config_error():

@@ -103,3 +103,32 @@ def test_causal_attention_maps_are_distributions_with_nothing_above_the_diagonal
     assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]), atol=1e-6)
     assert torch.all(weights.triu(1) == 0)
     assert all(m.capture is False for m in model.model.modules() if hasattr(m, "capture"))  # switched back off
+
+
+def test_model_flops_utilisation_is_logged_against_a_given_peak(compose, tmp_path):
+    """train/mfu = tokens/s x (6 x parameters + 12 x context x attention width per layer) / peak FLOP/s."""
+    from builder.train.metrics_csv import read_metrics
+    from builder.train.run import train
+    train(compose(["experiment=gpt_char", "model.n_layer=2", "model.n_head=2", "model.d_model=32",
+                   "model.block_size=16", "data.max_val_windows=2", "task.sample_tokens=0", "trainer.max_steps=6",
+                   "trainer.log_every_n_steps=1", "trainer.peak_flops=1e9", "trainer.enable_progress_bar=false",
+                   f"run_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}"]))
+    import builder
+    model = builder.load(tmp_path).model
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    per_token = 6 * params + 12 * 16 * 32 * 2  # two attention layers 32 wide, context 16
+    rows = [r for r in read_metrics(tmp_path / "metrics.csv") if "train/mfu" in r]
+    assert rows and all(r["train/mfu"] == pytest.approx(r["train/tokens_per_s"] * per_token / 1e9, rel=1e-4)
+                        for r in rows)
+
+
+def test_compiled_kv_cached_decoding_gives_the_eager_tokens(compose, tmp_path):
+    import builder
+    from builder.train.run import train
+    train(compose(["experiment=gpt_char", "model.n_layer=1", "model.n_head=2", "model.d_model=16",
+                   "model.block_size=16", "data.max_val_windows=2", "task.sample_tokens=0", "trainer.max_steps=3",
+                   "trainer.enable_progress_bar=false", f"run_dir={tmp_path}", f"data.cache_dir={tmp_path / 'c'}"]))
+    model = builder.load(tmp_path)
+    eager = model.generate("The", max_new_tokens=24, temperature=0)  # past the 16-token window too
+    model.compiled(backend="aot_eager")  # dynamo traces the decoding step as for inductor, without its C++ build
+    assert model.generate("The", max_new_tokens=24, temperature=0, compile=True) == eager

@@ -1,7 +1,8 @@
 """builder-blocks: list every registered block with its typed arguments and ports; with schema=PATH, also
 write a JSON Schema of model configs so editors can complete and check YAML.
 
-    builder-blocks [imports=[my_pkg.blocks]]
+    builder-blocks
+    builder-blocks imports=[my_pkg.blocks]   # with the blocks of your own module
     builder-blocks schema=model.schema.json
 """
 from __future__ import annotations

@@ -39,6 +39,10 @@ def evaluate(model: Any, cfg: dict[str, Any], split: str = "val", tokenizer: Any
                         enable_progress_bar=False, enable_model_summary=False)
     run_split = trainer.test if split == "test" else trainer.validate
     data = datamodule(cfg["data"], seed=seed)
+    if split == "test" and type(data).test_dataloader is L.LightningDataModule.test_dataloader:
+        from builder.errors import ConfigError
+        raise ConfigError(f"split: the {cfg['data']['name']} data source has no test split; evaluate with "
+                          "split=val, or on other data with data.* overrides")
     if tokenizer is not None and hasattr(data, "use_tokenizer"):
         data.use_tokenizer(tokenizer)  # the model's own vocabulary, whatever data.path now points at
     results = run_split(task, datamodule=data, verbose=False)

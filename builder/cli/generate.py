@@ -24,6 +24,7 @@ SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file, export or Hugging Fac
         "top_k": S("int | None", None, low=1), "top_p": S("float | None", None, low=0, high=1, above=True),
         "num_beams": S("int", 1, "> 1: beam search", low=1), "length_penalty": S("float", 1.0),
         "seed": S("int | None", None, "makes sampling repeatable", low=0), "use_cache": S("bool", True),
+        "compile": S("bool", False, "torch.compile the model: worth it on a GPU"),
         "allow_imports": S("bool", False, "let the model's own modules be imported"),
         "prompt": S("str | None", None, "taken verbatim"), "prompt_file": S("str | None", None)}
 VERBATIM = ("prompt", "prompt_file")  # never parsed: a prompt is text, whatever it looks like
@@ -68,7 +69,7 @@ def run(argv: list[str]) -> str:
     text = model.generate(prompt, max_new_tokens=args["max_new_tokens"], temperature=args["temperature"],
                           top_k=args["top_k"], top_p=args["top_p"], num_beams=args["num_beams"],
                           length_penalty=args["length_penalty"], seed=args["seed"], stream=write,
-                          use_cache=bool(args["use_cache"]))
+                          use_cache=bool(args["use_cache"]), compile=bool(args["compile"]))
     write("\n")
     return prompt + text
 

@@ -5,6 +5,7 @@
     builder-train experiment=gpt_char 'logger=[tensorboard,wandb]'
     builder-train experiment=gpt_char trainer=ddp trainer.devices=2
     builder-train resume=latest                     # continue the newest run from its last.ckpt
+    builder-train --check experiment=gpt2_small     # compose and check everything (shapes too), train nothing
     builder-train -m optim.lr=0.01,0.03             # a grid, under outputs/multirun/<date>/<time>/<trial>
     builder-train -m experiment=toy_classifier sweep=toy_optuna   # an Optuna search (conf/sweep)
 
@@ -13,6 +14,7 @@ overrides.yaml, train.log, metrics.csv, checkpoints/{best,last}.ckpt and result.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -66,20 +68,32 @@ def with_default_experiment(args: list[str]) -> list[str]:
     chosen = {a.lstrip("+~").split("=", 1)[0] for a in args if "=" in a}
     if chosen & {*GROUPS, "resume"}:
         return args
-    return [f"experiment={DEFAULT_EXPERIMENT}", *args]
+    return [*args, f"experiment={DEFAULT_EXPERIMENT}"]
+
+
+CHECK_ONLY = "BUILDER_CHECK_ONLY"  # set by --check for a multirun: the sweep check exits after checking
 
 
 def main() -> None:
     register_resolvers()
     register_run_dir_resolver()
-    args = with_default_experiment(sys.argv[1:])
+    check_only = "--check" in sys.argv[1:]
+    args = with_default_experiment([a for a in sys.argv[1:] if a != "--check"])
     with friendly_errors("builder-train"):
         from builder.config import config_dirs
         from builder.train.resume import with_original_overrides
         dirs, plain = config_dirs(args)  # --config-dir DIR: the user's own configs, searched before ours
         full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
+        multirun = any(a in ("-m", "--multirun") for a in plain)
         if not any(a.startswith("-") for a in plain):
-            compose(with_original_overrides(plain), dirs=dirs)  # a misspelt key: one line with a did-you-mean
+            cfg = compose(with_original_overrides(plain), dirs=dirs)  # a misspelt key: one line, a did-you-mean
+            if check_only:
+                from builder.train.run import check_shapes
+                check_shapes(cfg)
+                print("builder-train: the configuration is valid, shapes included; --check trains nothing")
+                return
+    if check_only and multirun:
+        os.environ[CHECK_ONLY] = "1"
     sys.argv = [sys.argv[0], *full]
     _run()
 

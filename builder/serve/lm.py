@@ -50,6 +50,13 @@ class LanguageModel(LoadedModel):
         # where generation stops: a Hugging Face directory's eos_token_id, else the tokenizer's <|endoftext|>
         self.eos_id: int | None = (self.config.get("generation") or {}).get("eos_id", self.tokenizer.eos_id)
 
+    def compiled(self, backend: str = "inductor") -> torch.nn.Module:
+        """The model under torch.compile (made once): the same tokens, faster steps on GPUs; on a CPU the
+        compilation costs more than a short generation saves."""
+        if "_compiled" not in self.__dict__:
+            self.__dict__["_compiled"] = torch.compile(self.model, dynamic=True, backend=backend)
+        return self.__dict__["_compiled"]
+
     def prompt_ids(self, prompt: str) -> list[int]:
         """The prompt's ids; an empty prompt starts from the end-of-text token (GPT-2's <|endoftext|>) or a
         newline."""
@@ -69,7 +76,7 @@ class LanguageModel(LoadedModel):
     def generate(self, prompt: str | list[str] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None, num_beams: int = 1,
                  length_penalty: float = 1.0, seed: int | None = None, stream: Callable[[str], None] | None = None,
-                 use_cache: bool = True, stop_at_eos: bool = True) -> str | list[str]:
+                 use_cache: bool = True, stop_at_eos: bool = True, compile: bool = False) -> str | list[str]:
         """The continuation of `prompt` (without the prompt); for a list or tuple of prompts a list with one
         continuation each ([] -> []), each as if generated alone (the same seed for every prompt). Greedy at
         temperature 0, sampling otherwise, beam search with num_beams > 1. `stream(text)` receives the text piece
@@ -86,7 +93,7 @@ class LanguageModel(LoadedModel):
         check_number("seed", seed, integer=True, optional=True)
         if not one:
             return [self.generate(p, max_new_tokens, temperature, top_k, top_p, num_beams, length_penalty, seed,
-                                  stream, use_cache, stop_at_eos) for p in prompts]
+                                  stream, use_cache, stop_at_eos, compile) for p in prompts]
         ids = self.prompt_ids(prompt)
         device = next(self.model.parameters()).device
         generator = torch.Generator(device).manual_seed(int(seed)) if seed is not None else None
@@ -97,7 +104,8 @@ class LanguageModel(LoadedModel):
             if out_stream is not None and (eos is None or int(nxt[0]) != eos):
                 out_stream.add([int(nxt[0])])
 
-        out = decode(lm_step(self.model, self.roles, use_cache), torch.tensor([ids], device=device),
+        model = self.compiled() if compile else self.model
+        out = decode(lm_step(model, self.roles, use_cache), torch.tensor([ids], device=device),
                      max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=top_k, top_p=top_p,
                      num_beams=int(num_beams), length_penalty=float(length_penalty), eos_id=eos,
                      generator=generator, on_token=on_token)

@@ -78,6 +78,8 @@ class ProgressBar(RichProgressBar):
         for key, value in super().get_metrics(trainer, pl_module).items():
             if key.endswith("_per_s"):  # train/samples_per_s -> samples/s, as a whole number
                 items[key.split("/")[-1].replace("_per_s", "/s")] = f"{float(value):,.0f}"
+            elif key == "train/mfu":
+                items["mfu"] = f"{100 * float(value):.1f}%"
             else:
                 items[key.removeprefix("train/")] = value
         return items

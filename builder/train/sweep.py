@@ -55,6 +55,9 @@ class SweepCheck(Callback):
             sys.exit(2)
         print(f"builder-train: {len(trials)} trial configuration{'s' if len(trials) != 1 else ''} checked "
               f"({'each choice and range end' if is_optuna(config) else 'the whole grid'}), shapes included")
+        import os
+        if os.environ.get("BUILDER_CHECK_ONLY"):  # builder-train --check -m ...: nothing is launched
+            sys.exit(0)
         if is_optuna(config):
             prepare_optuna(config)
 

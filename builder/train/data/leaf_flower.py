@@ -64,6 +64,7 @@ class LeafFlowerData(L.LightningDataModule):
             return
         self.train_set = TensorDataset(*self.sample(int(self.cfg["n_train"]), stream=0))
         self.val_set = TensorDataset(*self.sample(int(self.cfg["n_val"]), stream=1))
+        self.test_set = TensorDataset(*self.sample(int(self.cfg.get("n_test") or self.cfg["n_val"]), stream=2))
         if self.cfg.get("bayes_samples", 0):
             print(f"leaf_flower: noise std {list(self.cfg['noise_std'])} -> best possible (Bayes) accuracy "
                   f"{100 * self.bayes_accuracy():.2f}% (Monte Carlo, {int(self.cfg['bayes_samples'])} samples)")
@@ -75,6 +76,9 @@ class LeafFlowerData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=max(int(self.cfg["batch_size"]), 512))
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=max(int(self.cfg["batch_size"]), 512))
 
 
 if __name__ == "__main__":

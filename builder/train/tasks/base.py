@@ -18,6 +18,7 @@ from torch import nn
 
 from builder.contract import Roles, output_vocabulary, vocabulary
 from builder.errors import ConfigError
+from builder.train.flops import flops_per_token, peak_flops
 from builder.train.optim import build_optimizer
 
 CHECKPOINT_FORMAT = 1
@@ -44,6 +45,8 @@ class Task(L.LightningModule):
         self.__dict__["_run"] = torch.compile(model) if cfg.get("compile") else model
         self._tick: float | None = None
         self._rate: float | None = None
+        self._peak: float | None = None  # the device's FLOP/s (0: unknown), found at the first step
+        self._flops: dict[int, float] = {}  # training FLOPs per unit, by context length
 
     def run_model(self, role: str = "logits", **by_role: Any) -> Any:
         """The model's output for `role`, fed its inputs by role: run_model(tokens=x) feeds x to the input
@@ -56,6 +59,10 @@ class Task(L.LightningModule):
         """(mean loss, number of samples or tokens, {metric: value averaged over the batch})."""
         raise NotImplementedError
 
+    def context(self, batch: Any) -> int:
+        """The sequence length a batch's attention spans (0 for models without sequences)."""
+        return 0
+
     def columns(self) -> list[str]:
         """metrics.csv columns, in order (anything else logged is appended)."""
         train = ["epoch", "train/loss", f"train/{self.unit}_per_s", "lr"]
@@ -66,7 +73,7 @@ class Task(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, n, _ = self.step(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self._log_throughput(n)
+        self._log_throughput(n, self.context(batch))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         if self.trainer.world_size > 1:  # an epoch's last batch, split unevenly across ranks (builder/train/data/order.py)
             weight = getattr(getattr(self.trainer.train_dataloader, "batch_sampler", None), "loss_weight", None)
@@ -81,15 +88,29 @@ class Task(L.LightningModule):
         for key, value in metrics.items():
             self.log(f"val/{key}", value, prog_bar=True, batch_size=n)
 
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, n, metrics = self.step(batch)
+        self.log("test/loss", loss, batch_size=n)
+        for key, value in metrics.items():
+            self.log(f"test/{key}", value, batch_size=n)
+
     def on_train_epoch_start(self) -> None:
         self._tick = None  # the gap across validation is not training time
 
-    def _log_throughput(self, n: int) -> None:
+    def _log_throughput(self, n: int, context: int = 0) -> None:
+        """Units (samples or tokens) per second; with a known peak, model FLOPs utilisation (builder/train/flops.py)."""
         now = time.perf_counter()
         if self._tick is not None:
             rate = n / max(now - self._tick, 1e-9)
             self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate  # smooth batch-to-batch jitter
             self.log(f"train/{self.unit}_per_s", self._rate, prog_bar=True, batch_size=n)
+            if self._peak is None:
+                self._peak = peak_flops(self.cfg["trainer"], self.device) or 0.0
+            if self._peak:
+                if context not in self._flops:
+                    self._flops[context] = flops_per_token(self.model, context)
+                mfu = self._rate * self._flops[context] / self._peak
+                self.log("train/mfu", mfu, prog_bar=True, batch_size=n)
         self._tick = now
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -35,6 +35,9 @@ class LanguageModelTask(Task):
         self.sample: tuple[int, str] | None = None  # (step, text) of the latest sample, on rank 0
         self.sampled_at: int | None = None  # the step of the latest sample, on every rank
 
+    def context(self, batch: Any) -> int:
+        return int(batch[0].shape[1])
+
     def step(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         x, y = batch  # (B, T), (B, T)
         logits = self.run_model(tokens=x)  # (B, T, V)
