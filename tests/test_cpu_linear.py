@@ -72,6 +72,26 @@ def test_inference_reads_a_column_copy_that_follows_in_place_updates(monkeypatch
         assert torch.equal(layer(x.double()), torch.ones(1, 1, 512, dtype=torch.float64))
 
 
+@needs_onednn
+def test_a_model_above_the_copy_limit_decodes_from_its_weights(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.randn(1, 512)
+    monkeypatch.setenv("BUILDER_DECODE_COPY_MB", "0.5")  # 1 MB of weights: above the limit
+    model = fast.apply(torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.Linear(256, 512)))
+    seen = calls_onednn(monkeypatch)
+    with torch.inference_mode():
+        y = model(x)
+    assert seen == [(512, 1), (256, 1)]  # the weights as stored: no column copy
+    assert not any("_columns" in m.__dict__ for m in model)
+    torch.testing.assert_close(y, F.linear(F.linear(x, model[0].weight, model[0].bias), model[1].weight,
+                                           model[1].bias), rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("BUILDER_DECODE_COPY_MB", "1")  # at the limit: copies
+    model = fast.apply(torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.Linear(256, 512)))
+    with torch.inference_mode():
+        model(x)
+    assert all("_columns" in m.__dict__ for m in model)
+
+
 def test_aten_serves_what_onednn_does_not():
     big = torch.randn(1024, 512)
     x = torch.randn(4, 512)

@@ -146,6 +146,25 @@ def test_weights_are_read_from_safetensors_only(tmp_path, monkeypatch):
     assert not (tmp_path / "unpickled").exists()
 
 
+def test_safetensors_are_read_a_tensor_at_a_time_as_the_library_reads_them(tmp_path):
+    from safetensors.torch import load_file, save_file
+    tensors = {"f32": torch.randn(3, 4), "f16": torch.randn(5).half(), "bf16": torch.randn(2, 2).bfloat16(),
+               "i64": torch.arange(6).reshape(2, 3), "flag": torch.tensor([True, False]), "none": torch.zeros(0, 3)}
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    read = dict(hf.read_weights(tmp_path).items())
+    expected = load_file(tmp_path / "model.safetensors")
+    assert read.keys() == expected.keys()
+    for name, value in expected.items():
+        assert read[name].dtype == value.dtype and torch.equal(read[name], value), name
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[:-8])
+    with pytest.raises(ConfigError, match=r"model.safetensors is truncated \(tensor "):
+        dict(hf.read_weights(tmp_path).items())
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ConfigError, match=r"model.safetensors is not a safetensors file"):
+        hf.read_weights(tmp_path)
+
+
 def test_weights_that_disagree_with_the_config_are_named(tmp_path):
     ref = hf_model("Llama", num_key_value_heads=2, attention_bias=True)
     ref.save_pretrained(tmp_path)

@@ -120,7 +120,8 @@ class OneDNNLinear:
 
     Without gradients and for a few rows (a decoding step), the weight is read from a copy stored column by
     column, (in, out) in memory: oneDNN streams that layout faster for one row (1.3 ms against 1.6 ms for a
-    6-layer 384-wide GPT's 24 layers). The copy is made on first use and again whenever the weight changes."""
+    6-layer 384-wide GPT's 24 layers). The copy is made on first use and again whenever the weight changes, for
+    models whose linear weights fit graph/fast.py's limit_columns."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters  # read directly: `self.weight` goes through nn.Module.__getattr__, a Python call
@@ -133,7 +134,8 @@ class OneDNNLinear:
                     and _tracing_state() is None and not torch.is_autocast_enabled("cpu")):
                 # a decoding step: the weight's checks were made with its copy, the input's are inlined
                 return _LINEAR_OP(x, cols[2], b, "none", [], "")  # (..., out_features)
-        if not torch.is_grad_enabled() and 0 < x.numel() <= DECODE_ROWS * self.in_features and applies(x, w):
+        if (not torch.is_grad_enabled() and 0 < x.numel() <= DECODE_ROWS * self.in_features and applies(x, w)
+                and self.__dict__.get("_columns_allowed", True)):  # graph/fast.py: not for large models
             return _op(x, self._copy_by_columns(w), b)  # the first decoding step, or the weight changed since
         return linear(x, w, b)  # (..., out_features)
 

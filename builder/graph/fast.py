@@ -109,4 +109,17 @@ def apply(model: nn.Module) -> nn.Module:
             _classes[mixin, cls] = type(cls.__name__, (mixin, cls), {"__module__": cls.__module__,
                                                                      "__qualname__": cls.__qualname__})
         module.__class__ = _classes[mixin, cls]
+    limit_columns(model)
     return model
+
+
+def limit_columns(model: nn.Module) -> None:
+    """Decoding reads column-stored copies of the linear weights (cpu_linear.OneDNNLinear), which cost their
+    memory once more: worth it while the weights are small beside the process itself, not for a 124M model,
+    whose copy would nearly double what generation holds. Above BUILDER_DECODE_COPY_MB (default 128) of linear
+    weights the copies are not made and decoding reads the weights as they are."""
+    limit = float(os.environ.get("BUILDER_DECODE_COPY_MB", "128")) * 2**20
+    linears = [m for m in model.modules() if isinstance(m, OneDNNLinear)]
+    size = sum(m.weight.numel() * m.weight.element_size() for m in {id(m.weight): m for m in linears}.values())
+    for m in linears:
+        m.__dict__["_columns_allowed"] = size <= limit

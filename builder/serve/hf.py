@@ -65,20 +65,58 @@ def run_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def read_weights(path: Path) -> dict[str, Any]:
-    """Every tensor of model.safetensors or of the shards its index lists; other weight files are refused."""
-    from safetensors.torch import load_file
+DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+          "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+class SafetensorsFiles:
+    """The tensors of safetensors files, read one at a time with plain reads as `.items()` yields them: a
+    tensor lives until its caller drops it, and no file is memory-mapped (mapped pages would count as the
+    process's memory once more until the file is closed). Headers are checked when the object is made."""
+
+    def __init__(self, files: list[Path]):
+        self.files = []
+        for file in files:
+            with open(file, "rb") as f:
+                try:
+                    size = int.from_bytes(f.read(8), "little")
+                    header = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    header = None
+            if not isinstance(header, dict):
+                raise CheckpointError(f"ckpt: {file} is not a safetensors file (its header cannot be read)")
+            header.pop("__metadata__", None)
+            bad = next((k for k, v in header.items() if v.get("dtype") not in DTYPES), None)
+            if bad is not None:
+                raise CheckpointError(f"ckpt: {file}: tensor {bad} has dtype {header[bad].get('dtype')!r}, "
+                                      f"which is not read (supported: {', '.join(DTYPES)})")
+            self.files.append((file, 8 + size, header))
+
+    def items(self):
+        import torch
+        for file, base, header in self.files:
+            with open(file, "rb") as f:
+                for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+                    start, end = info["data_offsets"]
+                    dtype = getattr(torch, DTYPES[info["dtype"]])
+                    f.seek(base + start)
+                    data = bytearray(f.read(end - start))
+                    if len(data) != end - start:
+                        raise CheckpointError(f"ckpt: {file} is truncated (tensor {name})")
+                    tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+                    yield name, tensor.reshape(info["shape"])
+
+
+def read_weights(path: Path) -> SafetensorsFiles:
+    """The tensors of model.safetensors or of the shards its index lists; other weight files are refused."""
     if (path / WEIGHTS).is_file():
-        return load_file(str(path / WEIGHTS))
+        return SafetensorsFiles([path / WEIGHTS])
     if (path / INDEX).is_file():
         shards = sorted(set(json.loads((path / INDEX).read_text())["weight_map"].values()))
         bad = [s for s in shards if Path(s).name != s or not (path / s).is_file()]
         if bad:
             raise CheckpointError(f"ckpt: {path / INDEX} lists {bad[0]}, which is not a file in {path}")
-        tensors: dict[str, Any] = {}
-        for shard in shards:
-            tensors.update(load_file(str(path / shard)))
-        return tensors
+        return SafetensorsFiles([path / shard for shard in shards])
     other = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
     raise CheckpointError(f"ckpt: {path} has no {WEIGHTS} or {INDEX}" + (
         f"; {other[0]} is not read: only safetensors weights are, since they hold no code" if other else ""))
@@ -95,7 +133,7 @@ def load_dir(path: str | Path) -> tuple[Any, dict[str, Any], str | None]:
     tensors = read_weights(path)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
         model = build_model(cfg["model"])
-    model.load_state_dict(family.weights_in(tensors, model, str(path)), strict=True)
+    family.weights_in(tensors, model, str(path), into_model=True)  # a tensor at a time: one copy of the weights
     tok = path / TOKENIZER
     return model.eval(), cfg, tok.read_text(encoding="utf-8") if tok.is_file() else None
 

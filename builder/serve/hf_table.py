@@ -166,11 +166,15 @@ class Family:
 
     # --- tensors --------------------------------------------------------------------------------------------
 
-    def weights_in(self, tensors: dict[str, Any], model: Any, where: str) -> dict[str, Any]:
-        """Our state dict from HF tensors; every tensor must have a place and every parameter a tensor."""
+    def weights_in(self, tensors: Any, model: Any, where: str, into_model: bool = False) -> dict[str, Any]:
+        """Our state dict from HF tensors (a mapping read through `.items()`, which may read each tensor as it
+        is asked for); every tensor must have a place and every parameter a tensor. With `into_model` each
+        tensor is copied into the model's own parameter as it arrives, so a loaded model never holds the weights
+        twice (builder/serve/hf.py reads a file a tensor at a time), and {} is returned."""
         import torch
-        params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}
-        out, problems, pieces = {}, [], {}
+        params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}  # the parameters' storage
+        out: dict[str, Any] = params if into_model else {}
+        problems, filled = [], {}
         for name, t in tensors.items():
             match = self._match_hf(name)
             if match is None:
@@ -190,21 +194,31 @@ class Family:
                 need = params[x].shape if piece is None else (params[x].shape[0] // piece[1], *params[x].shape[1:])
                 if part.shape != need:
                     problems.append(f"{where}: tensor {name} has shape {tuple(t.shape)}; {x} needs {tuple(need)}")
-                if piece is None:
-                    out[x] = part
-                else:
-                    pieces.setdefault(x, [None] * piece[1])[piece[0]] = part
-        for x, got in pieces.items():  # several HF tensors, one of ours: rows in the order of their parts
-            if all(p is not None for p in got):
-                out[x] = torch.cat(got)
+                    continue
+                if x not in out:
+                    out[x] = torch.empty_like(params[x])
+                rows = slice(None) if piece is None else slice(piece[0] * need[0], (piece[0] + 1) * need[0])
+                out[x][rows].copy_(part)  # several HF tensors, one of ours: rows in the order of their parts
+                filled.setdefault(x, set()).add(None if piece is None else piece[0])
+        complete = {x for x, got in filled.items() if None in got or len(got) == self._pieces_of(x)}
         for group in _tied(model):  # a tied matrix may be stored once
-            given = [n for n in group if n in out]
-            if given:
-                out.update({n: out[given[0]] for n in group})
-        problems += [f"{where}: no tensor for {n} ({self._hf_name(n)})" for n in params if n not in out]
+            given = [n for n in group if n in complete]
+            for n in group if given else ():
+                if n not in complete:
+                    if not into_model:  # in the model the group is one tensor already
+                        out[n] = out[given[0]]
+                    complete.add(n)
+        problems += [f"{where}: no tensor for {n} ({self._hf_name(n)})" for n in params if n not in complete]
         if problems:
             raise CheckpointError(problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else []))
-        return {f"graph.{k}": v for k, v in out.items()}
+        return {} if into_model else {f"graph.{k}": v for k, v in out.items()}
+
+    def _pieces_of(self, ours: str) -> int:
+        """How many HF tensors make up our parameter `ours` (1 unless the table splits it into parts)."""
+        for _, _, targets, _, piece in self.tensors:
+            if piece is not None and any(_pattern(o).match(ours) for o in targets):
+                return piece[1]
+        return 1
 
     def weights_out(self, model: Any) -> dict[str, Any]:
         """HF tensors from our model (a tied matrix once, under its first name in the table)."""
