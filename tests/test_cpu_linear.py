@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from builder.graph import cpu_linear, fast
 from builder.graph.cpu_linear import applies
 
-needs_onednn = pytest.mark.skipif(not cpu_linear.ENABLED, reason="this torch build has no working oneDNN linear")
+needs_onednn = pytest.mark.skipif(not cpu_linear.WORKS, reason="this torch build has no working oneDNN linear")
+
+
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch):
+    """The oneDNN path on wherever it works, whichever backend this processor gets by default."""
+    monkeypatch.setattr(cpu_linear, "ENABLED", cpu_linear.WORKS)
 
 
 def Linear(*args, **kwargs):
@@ -122,14 +128,17 @@ def test_unknown_backend_is_refused_by_name():
     env = dict(os.environ, BUILDER_LINEAR="onednnn")
     run = subprocess.run([sys.executable, "-c", "import builder.graph.cpu_linear"], env=env, capture_output=True, text=True)
     assert run.returncode != 0
-    assert "BUILDER_LINEAR='onednnn' is not a linear backend; choose one of onednn, aten" in run.stderr
+    assert "BUILDER_LINEAR='onednnn' is not a linear backend; choose one of auto, onednn, aten" in run.stderr
 
 
-def test_aten_backend_switches_the_path_off():
-    env = dict(os.environ, BUILDER_LINEAR="aten")
-    code = "import builder.graph.cpu_linear as c; print(c.ENABLED)"
+@pytest.mark.parametrize("backend", ["aten", "onednn", "auto"])
+def test_the_backend_is_chosen_by_the_environment_or_the_processor(backend):
+    env = dict(os.environ, BUILDER_LINEAR=backend)
+    code = "import builder.graph.cpu_linear as c; print(c.ENABLED, c.WORKS)"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "False"
+    enabled, works = run.stdout.split()
+    avx512 = "AVX512" in torch.backends.cpu.get_cpu_capability()
+    assert enabled == {"aten": "False", "onednn": works, "auto": str(works == "True" and avx512)}[backend]
 
 
 def test_a_built_model_is_plain_pytorch_with_the_speed_layer_on_top(monkeypatch):

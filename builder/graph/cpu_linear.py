@@ -1,14 +1,18 @@
-"""Linear layers on oneDNN on the CPU.
+"""Linear layers on oneDNN on the CPU, where it beats aten's MKL GEMM.
 
 For float32 on the CPU, aten's linear goes to MKL's GEMM while oneDNN's matmul (the kernel torch.compile's CPU
-backend emits for linear layers) is faster on some processors: on a 2-core AMD EPYC, 1.4-1.8x for the forward
-pass from one row (a decoding step) to 2048, and 1.5x for forward plus backward of a GPT's layers.
+backend emits for linear layers) is faster on some processors and slower on others. Measured side by side on
+this project's 2-core AMD EPYC VMs: with AVX-512, oneDNN was 1.4-1.8x faster for the forward pass from one row
+(a decoding step) to 2048 and 1.5x for forward plus backward of a GPT's layers; on an AVX2-only one, aten was
+1.1-1.2x faster for the small GPT's training. So by default (`BUILDER_LINEAR=auto`) the oneDNN path is taken on
+processors whose vector capability torch reports as AVX-512 and aten's elsewhere: a fixed choice per machine,
+so every process of a run (and a resumed run) computes the same way.
 `linear(x, weight, bias)` takes the oneDNN path for float32 CPU tensors in eager mode and F.linear everywhere
 else (GPU, other dtypes, autocast, torch.compile, tracing, tensor subclasses such as DTensor). Results equal
 F.linear's up to float32 rounding, since the sums are taken in another order.
 
-BUILDER_LINEAR=aten in the environment turns the oneDNN path off (BUILDER_LINEAR=onednn, the default, keeps it);
-BUILDER_KERNELS=off leaves models as built, without this or any other trick of builder/graph/fast.py.
+BUILDER_LINEAR=onednn or BUILDER_LINEAR=aten in the environment makes the choice instead; BUILDER_KERNELS=off
+leaves models as built, without this or any other trick of builder/graph/fast.py.
 """
 from __future__ import annotations
 
@@ -19,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKENDS = ("onednn", "aten")
+BACKENDS = ("auto", "onednn", "aten")
 
 
 def _backend() -> str:
-    choice = os.environ.get("BUILDER_LINEAR", "onednn")
+    choice = os.environ.get("BUILDER_LINEAR", "auto")
     if choice not in BACKENDS:
         raise ValueError(f"BUILDER_LINEAR={choice!r} is not a linear backend; choose one of {', '.join(BACKENDS)}")
     return choice
@@ -45,10 +49,12 @@ def _op(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tenso
     return torch.ops.mkldnn._linear_pointwise.default(x, w, b, "none", [], "")
 
 
-ENABLED = _backend() == "onednn" and _onednn_works()  # checked at import, so a bad BUILDER_LINEAR fails at once
+_CHOICE = _backend()  # checked at import, so a bad BUILDER_LINEAR fails at once
+WORKS = _CHOICE != "aten" and _onednn_works()
+ENABLED = WORKS and (_CHOICE == "onednn" or "AVX512" in torch.backends.cpu.get_cpu_capability())
 _PLAIN = (torch.Tensor, nn.Parameter)
 # the decoding path calls these directly: each Python frame saved is a measurable share of a decoding step
-_LINEAR_OP = getattr(torch.ops.mkldnn._linear_pointwise.default, "_op", _op) if ENABLED else _op
+_LINEAR_OP = getattr(torch.ops.mkldnn._linear_pointwise.default, "_op", _op) if WORKS else _op
 _dynamo_compiling, _tracing_state = torch.compiler.is_dynamo_compiling, torch._C._get_tracing_state
 MIN_WEIGHT, MIN_WORK = 2**17, 2**21  # weight elements, or rows x weight elements (multiply-adds)
 DECODE_ROWS = 64  # at most this many rows read the column-stored copy of the weight

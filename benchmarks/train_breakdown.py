@@ -1,0 +1,84 @@
+"""Where a `builder-train` run's wall time goes, from process start to the end: imports, composing and checking
+the config, data and model setup, training steps, validation passes (the sample after each included),
+checkpoint saves, and the rest (Lightning's loop and hooks, logging). One run, in process, timed by a callback.
+
+    python benchmarks/train_breakdown.py [overrides ...]      # default: experiment=gpt_shakespeare_char_cpu
+"""
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()
+
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+
+from builder.config import compose  # noqa: E402
+from builder.train.run import train  # noqa: E402
+
+IMPORTED = time.perf_counter()
+
+
+class Clock(Callback):
+    def __init__(self):
+        self.spent = {"training steps": 0.0, "validation (with samples)": 0.0, "checkpoint saves": 0.0}
+        self.fit_start = self.fit_end = None
+        self._t = {}
+
+    def _start(self, key):
+        self._t[key] = time.perf_counter()
+
+    def _stop(self, key, into):
+        self.spent[into] += time.perf_counter() - self._t.pop(key)
+
+    def setup(self, trainer, pl_module, stage):
+        self.fit_start = time.perf_counter()
+        save = trainer.save_checkpoint
+
+        def timed_save(*args, **kwargs):
+            self._start("save")
+            try:
+                return save(*args, **kwargs)
+            finally:
+                self._stop("save", "checkpoint saves")
+        trainer.save_checkpoint = timed_save
+
+    def on_train_batch_start(self, *args):
+        self._start("step")
+
+    def on_train_batch_end(self, *args):
+        self._stop("step", "training steps")
+
+    def on_validation_start(self, *args):
+        self._start("val")
+
+    def on_validation_end(self, *args):  # before the checkpoint callbacks' saves, which run at this hook too
+        self._stop("val", "validation (with samples)")
+
+    def teardown(self, trainer, pl_module, stage):
+        self.fit_end = time.perf_counter()
+
+
+def main() -> None:
+    overrides = sys.argv[1:] or ["experiment=gpt_shakespeare_char_cpu"]
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [*overrides, f"run_dir={tmp}/run", "trainer.enable_progress_bar=false"]
+        cfg = compose(args)
+        composed = time.perf_counter()
+        train(cfg, overrides=args, callbacks=(clock,))
+    end = time.perf_counter()
+    parts = {"imports": IMPORTED - START, "compose": composed - IMPORTED,
+             "check, data, model, Lightning setup": clock.fit_start - composed, **clock.spent}
+    parts["Lightning loop, hooks, logging (rest of fit)"] = (clock.fit_end - clock.fit_start) - sum(clock.spent.values())
+    parts["after fit (result, teardown)"] = end - clock.fit_end
+    total = end - START
+    print(f"{' '.join(overrides)}: {total:.1f} s from process start")
+    for key, value in parts.items():
+        print(f"  {key:48s} {value:7.1f} s  {100 * value / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
