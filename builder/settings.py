@@ -195,7 +195,7 @@ DATA = {
     "text": {"name": S("str"), "path": S("str | list[str] | None", None, "a file, a directory or a glob"),
              "hf_dataset": S("dict | None", None, "{path, name, split, column, streaming}"),
              "separator": S("str", "\n\n"), "val_fraction": S("float", 0.1, low=0, high=1, above=True),
-             "block_size": S("int", low=1), "batch_size": S("int", 12, low=1),
+             "block_size": S("int", low=1), "batch_size": S("int", low=1),
              "val_batch_size": S("int | None", None, low=1), "max_val_windows": S("int | None", None, low=1),
              "tokenizer": {"kind": S("Literal['char', 'bpe']", "char"), "vocab_size": S("int", 4096, low=1),
                            "train_bytes": S("int | float | None", None, low=1), "path": S("str | None", None),

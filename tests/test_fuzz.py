@@ -135,3 +135,25 @@ def test_a_mutated_command_line_answers_or_fails_in_keyed_lines(command, data, s
                                                    line.strip().startswith("usage:"))), (args, err.getvalue())
         except BaseException as e:  # noqa: BLE001
             raise AssertionError(f"{args}: {type(e).__name__}: {e}") from e
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["experiment=toy_classifier", "data.examples=abc"], "data.examples: 'abc' is not allowed; expected list"),
+    (["experiment=gpt_char", "adapters.name=[none]"], "adapters.name: ['none'] is not allowed; expected one of"),
+    (["experiment=gpt_char", "~data.batch_size"], "data.batch_size: required"),
+    (["experiment=gpt_char", "logger.csv=verbose"], "logger.csv: expected a mapping of its settings, got 'verbose'"),
+])
+def test_what_fuzzing_found_is_refused_in_one_line(overrides, line, compose):
+    """Findings of benchmarks/fuzz.py, each once a traceback: a string for a list, a list for a name, a required
+    key removed, a logger's settings that are not a mapping."""
+    from builder.errors import ConfigError
+    from builder.train.run import check
+    with pytest.raises(ConfigError) as e:
+        check(compose(overrides))
+    assert any(p.startswith(line) for p in e.value.problems), e.value.problems
+
+
+def test_a_logger_section_that_is_not_a_mapping_is_one_line():
+    from builder.train.loggers import check_loggers
+    assert check_loggers("{'csv': {}}") == [
+        "logger: expected a mapping of loggers (logger=csv, logger=[tensorboard,wandb]), got \"{'csv': {}}\""]

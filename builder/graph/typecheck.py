@@ -51,4 +51,8 @@ def _simple(value: Any, name: str) -> bool:
         return isinstance(value, bool)
     if name == "str":
         return isinstance(value, str)
+    if name in ("list", "List", "Sequence", "tuple", "Tuple"):
+        return isinstance(value, (list, tuple))
+    if name in ("dict", "Dict", "Mapping"):
+        return isinstance(value, dict)
     return True  # Any and unknown names

@@ -189,7 +189,7 @@ def check_adapters(cfg: Any) -> list[str]:
         return [f"adapters: expected a mapping (conf/adapters: none or lora), got {cfg.adapters!r}"]
     values = OmegaConf.to_container(cfg.adapters, resolve=True)
     kind = values.get("name", "none")
-    if kind not in settings.ADAPTERS:
+    if not isinstance(kind, str) or kind not in settings.ADAPTERS:
         return [f"adapters.name: {kind!r} is not allowed; expected one of {', '.join(settings.ADAPTERS)}"]
     problems = settings.check(values, settings.ADAPTERS[kind], "adapters")
     if kind == "none":

@@ -27,12 +27,17 @@ _current: list[Any] = []  # this process's dashboards of the run being trained, 
 
 
 def check_loggers(logger_cfg: Any) -> list[str]:
+    if logger_cfg is not None and not hasattr(logger_cfg, "items"):
+        return [f"logger: expected a mapping of loggers (logger=csv, logger=[tensorboard,wandb]), got {logger_cfg!r}"]
     problems = []
     for key, value in dict(logger_cfg or {}).items():
-        if key not in KINDS and not (hasattr(value, "get") and value.get("_target_")):
+        if value is not None and not hasattr(value, "items"):
+            problems.append(f"logger.{key}: expected a mapping of its settings, got {value!r}")
+        elif key not in KINDS and not (hasattr(value, "get") and value.get("_target_")):
             problems.append(f"logger.{key}: unknown logger; available: {', '.join(KINDS)} "
                             "(or a mapping with a Lightning logger's _target_)")
-    uri = str(((logger_cfg or {}).get("mlflow") or {}).get("tracking_uri") or MLFLOW_DEFAULT)
+    mlflow = (logger_cfg or {}).get("mlflow")
+    uri = str((mlflow.get("tracking_uri") if hasattr(mlflow, "get") else None) or MLFLOW_DEFAULT)
     if ":" not in uri or uri.startswith("file:"):
         problems.append(f"logger.mlflow.tracking_uri: '{uri}' is a file store, which MLflow has put in maintenance "
                         "mode; give sqlite:///PATH/mlflow.db or a server's http://HOST:PORT")
