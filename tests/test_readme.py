@@ -315,3 +315,31 @@ def test_files_named_in_comments_and_docs_exist():
     missing = sorted({f"{p.relative_to(ROOT)}: {m}" for p, text in texts.items() for m in named.findall(text)
                       if not (ROOT / m).exists() and "*" not in m})
     assert not missing, missing
+
+
+DEFAULT_CLAIMS = [r"`([\w.]+)`[^`()]{0,40}\(default ([\w.-]+)\)", r"`([\w.]+)=([\w.-]+)` \(the default\)"]
+
+
+def configured_default(key: str):
+    """The value `key` has in the composed base config, or in the first option of its group that sets it."""
+    from omegaconf import OmegaConf
+
+    from builder.config import CONF_DIR, compose
+    value = OmegaConf.select(compose([]), key)
+    if value is None and "." in key:
+        group, rest = key.split(".", 1)
+        for option in sorted((CONF_DIR / group).glob("*.yaml")):
+            value = OmegaConf.select(OmegaConf.load(option), rest)
+            if value is not None:
+                break
+    return value
+
+
+def test_defaults_the_readme_states_are_the_configs():
+    """A README sentence "`key` ... (default V)" or "`key=V` (the default)" must agree with the shipped configs,
+    so changing a default without the README fails here."""
+    claims = [m for pattern in DEFAULT_CLAIMS for m in re.findall(pattern, README)]
+    assert len(claims) >= 3, claims
+    wrong = [(key, said, configured_default(key)) for key, said in claims
+             if str(configured_default(key)) != said]
+    assert not wrong, wrong
