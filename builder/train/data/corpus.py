@@ -248,13 +248,16 @@ def find_files(path: str) -> tuple[list[Path], str]:
     return files, f"the files under {found}"
 
 
-def open_corpus(cfg: dict[str, Any]) -> Corpus:
-    """The corpus a data config names; a missing, empty or unreadable one is a one-line ConfigError."""
+def separator_of(cfg: dict[str, Any]) -> str:
+    """The text put between documents (data.separator; a blank line by default)."""
     separator = cfg.get("separator")
-    separator = "\n\n" if separator is None else str(separator)
-    if cfg.get("hf_dataset"):
-        from builder.train.data.hf_corpus import open_hf_dataset
-        return open_hf_dataset(cfg["hf_dataset"], separator)
+    return "\n\n" if separator is None else str(separator)
+
+
+def open_corpus(cfg: dict[str, Any]) -> Corpus:
+    """The corpus of files (or the built-in text) a data config names; a missing, empty or unreadable one is a
+    one-line ConfigError. A `datasets` source is builder/train/data/hf_corpus.py's."""
+    separator = separator_of(cfg)
     if not cfg.get("path"):
         return Corpus([TextSource(default_text())], separator, "data.path: the built-in text is empty")
     files, name = find_files(str(cfg["path"]))

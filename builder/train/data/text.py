@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from builder.errors import ConfigError
 from builder.tokenizer import (Tokenizer, alphabet_tokenizer, byte_cap, check_kind, count_chars, describe_missing,
                                first_line, train_tokenizer)
-from builder.train.data.corpus import BLOCK, Corpus, default_text, digest, find_path, open_corpus, rebatch
+from builder.train.data.corpus import (BLOCK, Corpus, default_text, digest, find_path, open_corpus, rebatch,
+                                      separator_of)
 
 __all__ = ["TextData", "Windows", "validation_windows", "default_text", "find_path"]
 IGNORE = -100  # cross_entropy's ignore_index
@@ -129,7 +130,11 @@ class TextData(L.LightningDataModule):
 
     def get_corpus(self) -> Corpus:
         if self.corpus is None:
-            corpus = open_corpus(self.cfg)
+            if self.cfg.get("hf_dataset"):  # `datasets` is imported only for such a source
+                from builder.train.data.hf_corpus import open_hf_dataset
+                corpus = open_hf_dataset(self.cfg["hf_dataset"], separator_of(self.cfg))
+            else:
+                corpus = open_corpus(self.cfg)
             size = corpus.known_size()
             if size is None:  # a streamed data set: measured once, remembered beside the token arrays
                 file = self.cache_dir / f"{corpus.key}.size"
