@@ -16,7 +16,10 @@ from builder.graph.registry import block
 class FeedForward(nn.Module):
     """Position-wise feed-forward network: linear -> activation -> dropout -> linear."""
 
-    def __init__(self, dim: int, hidden: int, activation: str = "relu", dropout: float = 0.0, bias: bool = True):
+    # the names of blocks.activations.ACTIVATIONS, spelled out so that the config check catches a typo
+    def __init__(self, dim: int, hidden: int,
+                 activation: Literal["gelu", "gelu_tanh", "leaky_relu", "relu", "sigmoid", "step", "tanh"] = "relu",
+                 dropout: float = 0.0, bias: bool = True):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"feed_forward: unknown activation '{activation}'; known: {', '.join(sorted(ACTIVATIONS))}")

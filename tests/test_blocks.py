@@ -264,6 +264,9 @@ def test_activations():
     assert torch.allclose(gelu(x, approximate="tanh"), approx, atol=ATOL)
     assert torch.allclose(ACTIVATIONS["gelu_tanh"](x), approx, atol=ATOL)
     assert set(ACTIVATIONS) == {"relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "leaky_relu", "step"}
+    # feed_forward's schema lists the same names, so a typo is caught by the config check
+    assert registry.get("feed_forward").args["activation"].type == (
+        f"Literal[{', '.join(repr(k) for k in sorted(ACTIVATIONS))}]")
 
 
 def test_softmax_and_add():

@@ -134,3 +134,16 @@ def test_blocks_listing_writes_nothing(tmp_path, monkeypatch, capsys):
     blocks_cli.main([])
     assert "linear" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_block_option_typo_is_a_config_error_before_torch():
+    # an option that a block checks itself (feed_forward's activation) is also in its typed signature, so the
+    # config check names it with a suggestion instead of the build failing after the imports
+    code = ("import sys\nfrom builder.cli.plan import main\n"
+            "try:\n    main(['model=gpt', 'model.activation=relux'])\n"
+            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "exit 2 False", done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "  model.nodes.layers.body.mlp.activation: expected one of 'gelu', 'gelu_tanh', 'leaky_relu', 'relu', "
+        "'sigmoid', 'step', 'tanh', got 'relux' (did you mean 'relu'?)")

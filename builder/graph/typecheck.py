@@ -4,12 +4,30 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from builder.errors import suggest
+
 
 def type_ok(value: Any, annotation: str) -> bool:
     try:
         return _ok(value, ast.parse(annotation, mode="eval").body)
     except SyntaxError:
         return True  # an annotation we cannot read is not checked
+
+
+def mismatch(value: Any, annotation: str) -> str:
+    """Why `value` does not fit `annotation`: "expected one of 'a', 'b', got 'c' (did you mean 'a'?)" for a
+    Literal, "expected int | None, got 'x' (str)" otherwise."""
+    try:
+        node = ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        node = None
+    if isinstance(node, ast.Subscript) and getattr(node.value, "id", getattr(node.value, "attr", "")) == "Literal":
+        inner = node.slice
+        options = [o.value for o in (inner.elts if isinstance(inner, ast.Tuple) else [inner])
+                   if isinstance(o, ast.Constant)]
+        hint = suggest(value, [o for o in options if isinstance(o, str)]) if isinstance(value, str) else ""
+        return f"expected one of {', '.join(repr(o) for o in options)}, got {value!r}{hint}"
+    return f"expected {annotation}, got {value!r} ({type(value).__name__})"
 
 
 def _ok(value: Any, node: ast.AST) -> bool:

@@ -11,7 +11,7 @@ from builder.graph import registry
 from builder.errors import ConfigError, suggest
 from builder.graph.spec import (DTYPES, INPUT_KEYS, MODEL_KEYS, REPEAT_KEYS, GraphSpec, InputSpec, ModelSpec,
                           NodeSpec, is_name)
-from builder.graph.typecheck import type_ok
+from builder.graph.typecheck import mismatch, type_ok
 
 NODE_KEYS = ("block", "in", "tie", "unused", "init")
 INIT_SCHEMES = ("normal", "xavier_uniform", "xavier_normal", "torch")
@@ -174,7 +174,7 @@ def _parse_block(name: str, item: dict, p: str, blocks: dict, problems: list[str
         elif key in schema.args:
             arg = schema.args[key]
             if not type_ok(value, arg.type):
-                problems.append(f"{p}.{key}: expected {arg.type}, got {value!r} ({type(value).__name__})")
+                problems.append(f"{p}.{key}: {mismatch(value, arg.type)}")
             node.args[key] = value
         else:
             known = list(schema.args) + ports
