@@ -34,11 +34,15 @@ def positions(x: torch.Tensor, state, max_len: int, name: str) -> tuple[int, int
 
 @block("position_embedding", positions="max_len")
 class PositionEmbedding(nn.Embedding):
-    """Learned absolute position embedding: ids (B, T) -> (1, T, dim), to be added to the token embedding."""
+    """Learned absolute position embedding: ids (B, T) -> (1, T, dim) ((B, T, dim) for left-padded decoding),
+    to be added to the token embedding."""
 
     def __init__(self, max_len: int, dim: int):
         super().__init__(max_len, dim)
 
     def forward(self, x: torch.Tensor, state=None) -> torch.Tensor:
         offset, T = positions(x, state, self.num_embeddings, "position_embedding")
+        rows = None if state is None else state.rows(T)  # left-padded prompts: each row's own positions
+        if rows is not None:
+            return self.weight[rows]  # (B, T, dim)
         return self.weight[offset:offset + T].unsqueeze(0)  # (1, T, dim): rows offset .. offset+T-1

@@ -60,16 +60,18 @@ class GroupedQueryAttention(Attention):
         v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary is not None:
-            q, k = self.rotary(q, k, 0 if state is None else state.offset)  # rotated by absolute position
-        if state is not None:
-            k, v, _ = self.cache(state, self.window).update(k, v)  # (B, Hkv, S, hd): at most window keys
+        pad = None
+        if self.rotary is not None:  # rotated by absolute position
+            q, k = self.rotary(q, k, 0, None) if state is None else self.rotary(q, k, state.offset, state.rows(T))
+        if state is not None:  # (B, Hkv, S, hd): at most window keys; pad (B, S): left padding of the prompts
+            k, v, pad = self.cache(state, self.window).update(k, v, state.padding(T))
         S = k.shape[2]
-        if T == 1 or not self.causal:
+        if pad is None and (T == 1 or not self.causal):
             return self.proj(self.attend(q, k, v, None))  # (B, T, dim): every key is visible
-        if S == T and (self.window is None or self.window >= T):
+        if pad is None and S == T and (self.window is None or self.window >= T):
             return self.proj(self.attend(q, k, v, None, is_causal=True))  # the fused causal kernel
-        return self.proj(self.attend(q, k, v, build_mask(None, T, S, True, x.device, self.window)))  # (B, T, dim)
+        mask = build_mask(pad, T, S, self.causal, x.device, self.window if self.causal else None)
+        return self.proj(self.attend(q, k, v, mask))  # (B, T, dim)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, window={self.window}"

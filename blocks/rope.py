@@ -77,10 +77,15 @@ class Rotary(nn.Module):
                 self.sin = torch.cat((-freqs.sin(), freqs.sin()), dim=-1)  # (n, hd), signed for the halves swapped
         return self.cos, self.sin
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """rows (B, T): each row's own positions (left-padded decoding) instead of offset .. offset+T-1."""
         T, half = q.shape[2], q.shape[3] // 2
         cos, sin = self.tables(offset + T, q)
-        cos, sin = cos[offset:offset + T], sin[offset:offset + T]  # (T, hd)
+        if rows is not None:
+            cos, sin = cos[rows][:, None], sin[rows][:, None]  # (B, 1, T, hd)
+        else:
+            cos, sin = cos[offset:offset + T], sin[offset:offset + T]  # (T, hd)
         if cos.dtype != q.dtype:
             cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         # x.roll(half) swaps the halves: (x_j+hd/2, x_j); with the signed sines that is the rotation above

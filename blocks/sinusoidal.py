@@ -32,5 +32,6 @@ class SinusoidalPosition(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None) -> torch.Tensor:
         offset, T = positions(x, state, self.max_len, "sinusoidal_position")
-        pe = self.pe[offset:offset + T].unsqueeze(0)  # (1, T, dim)
+        rows = None if state is None else state.rows(T)  # left-padded prompts: each row's own positions
+        pe = self.pe[rows] if rows is not None else self.pe[offset:offset + T].unsqueeze(0)  # (1 or B, T, dim)
         return pe.to(x.dtype) if x.is_floating_point() else pe

@@ -107,8 +107,22 @@ def test_generate_takes_a_list_of_prompts(lm):
     one = [lm.generate("The", **kw), lm.generate("A", **kw)]
     assert lm.generate(["The", "A"], **kw) == one and lm.generate(("The", "A"), **kw) == one
     assert lm.generate([], **kw) == [] and lm.generate(["The"], **kw) == one[:1]
-    sampled = lm.generate(["The", "A"], max_new_tokens=6, temperature=1.0, seed=3)
+    sampled = lm.generate(["The", "A"], max_new_tokens=6, temperature=1.0, seed=3, batch_size=1)
     assert sampled == [lm.generate(p, max_new_tokens=6, temperature=1.0, seed=3) for p in ("The", "A")]
+    batch = lm.generate(["The", "A"], max_new_tokens=6, temperature=1.0, seed=3)  # one batch, one generator
+    assert batch == lm.generate(["The", "A"], max_new_tokens=6, temperature=1.0, seed=3) and len(batch) == 2
+
+
+def test_prompts_of_different_lengths_are_generated_in_batches_as_one_at_a_time(lm):
+    prompts = ["The", "A longer prompt than", "", "To be, or not to be, that", "x", "An"]
+    alone = [lm.generate(p, max_new_tokens=12, temperature=0) for p in prompts]
+    assert lm.generate(prompts, max_new_tokens=12, temperature=0) == alone  # one batch of 6, left-padded
+    assert lm.generate(prompts, max_new_tokens=12, temperature=0, batch_size=4) == alone  # batches of 4 and 2
+    assert lm.generate(prompts, max_new_tokens=5, num_beams=2) == [lm.generate(p, max_new_tokens=5, num_beams=2)
+                                                                   for p in prompts]
+    pieces: list[str] = []
+    assert lm.generate(prompts[:2], max_new_tokens=12, temperature=0, stream=pieces.append) == alone[:2]
+    assert pieces == alone[:2]  # a list streams each continuation whole
     assert lm.generate("The", max_new_tokens=0) == "" and len(lm.generate("The", max_new_tokens=3, top_p=1.0)) == 3
 
 
@@ -134,6 +148,7 @@ def test_generate_refuses_other_prompts(lm, prompt, expected):
     ({"num_beams": 0}, "num_beams: expected an integer >= 1; got 0"),
     ({"num_beams": True}, "num_beams: expected an integer >= 1; got True"),
     ({"seed": "x"}, "seed: expected an integer or None; got 'x'"),
+    ({"batch_size": 0}, "batch_size: expected an integer >= 1; got 0"),
 ])
 def test_generate_checks_its_settings(lm, setting, expected):
     assert refused(lm.generate, "The", **{"max_new_tokens": 2, **setting}) == expected

@@ -27,7 +27,8 @@ ATOL = 1e-5
 
 
 class FakeState:
-    """The decoding-state interface the blocks rely on: an offset and a per-module dict."""
+    """The decoding-state interface the blocks rely on: an offset, a per-module dict, and the left padding of
+    a batch of prompts (none here: builder/graph/decoding.py has it)."""
 
     def __init__(self):
         self.offset = 0
@@ -35,6 +36,12 @@ class FakeState:
 
     def slot(self, module):
         return self.slots.setdefault(id(module), {})
+
+    def padding(self, T):
+        return None
+
+    def rows(self, T):
+        return None
 
 
 def mha_like(attn: SelfAttention, dim: int, heads: int) -> nn.MultiheadAttention:

@@ -183,3 +183,43 @@ def test_decode_drives_an_encoder_decoder_with_static_inputs():
         a = decode(step(True), bos, max_new_tokens=8, num_beams=beams, eos_id=2, new_state=make)
         b = decode(step(False), bos, max_new_tokens=8, num_beams=beams, eos_id=2, new_state=make)
         assert torch.equal(a, b)
+
+
+def left_padded(prompts, filler=0):
+    width = max(len(p) for p in prompts)
+    prefix = torch.tensor([[filler] * (width - len(p)) + p for p in prompts])  # (B, T0)
+    padding = torch.tensor([[True] * (width - len(p)) + [False] * len(p) for p in prompts])
+    return prefix, padding
+
+
+def tiny_llama(window=5):
+    torch.manual_seed(0)
+    cfg = compose(["model=llama", "model.vocab_size=11", "model.block_size=16", "model.n_layer=2", "model.n_head=4",
+                   "model.kv_heads=2", "model.d_model=16", "model.d_ff=24", f"model.sliding_window={window}"])
+    return build_model(resolve(cfg.model, "model")).eval()
+
+
+@pytest.mark.parametrize("make", [tiny_gpt, tiny_llama], ids=["gpt-learned-positions", "llama-rotary-window"])
+def test_prompts_of_different_lengths_decode_in_one_batch_as_they_would_alone(make):
+    """Left padding: each row gets its own positions (learned or rotary) and ignores the filler columns as keys,
+    through the cache, the sliding window, the 16-token position table's sliding recomputation and beam search."""
+    model = make()
+    with torch.no_grad():  # weights larger than an initialisation's: a row that read the filler picks other tokens
+        for p in model.parameters():
+            p.mul_(5)
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [8], [3, 9, 2], [10, 10, 4, 1, 7, 2]]
+    prefix, padding = left_padded(prompts, filler=5)
+    unmasked = decode(lm_step(model), prefix, max_new_tokens=14)[:, prefix.shape[1]:]
+    for kwargs in ({"max_new_tokens": 14}, {"max_new_tokens": 14, "use_cache": False},
+                   {"max_new_tokens": 6, "num_beams": 3}):
+        use_cache = kwargs.pop("use_cache", True)
+        batch = decode(lm_step(model, use_cache=use_cache), prefix, padding=padding, **kwargs)[:, prefix.shape[1]:]
+        alone = [decode(lm_step(model, use_cache=use_cache), torch.tensor([p]), **kwargs)[0, len(p):] for p in prompts]
+        assert [row.tolist() for row in batch] == [a.tolist() for a in alone], kwargs
+        if kwargs == {"max_new_tokens": 14}:  # without the padding flags the short rows go elsewhere
+            assert [row.tolist() == a.tolist() for row, a in zip(unmasked, alone)] == [True, False, False, False]
+    # the filler is never read: another filler id gives the same logits for every row's real positions
+    state_a, state_b = DecodeState(pad=padding), DecodeState(pad=padding)
+    a = model(left_padded(prompts, filler=1)[0], state=state_a)
+    b = model(left_padded(prompts, filler=9)[0], state=state_b)
+    assert torch.allclose(a[~padding], b[~padding], atol=1e-6)

@@ -2,6 +2,7 @@
 generates through builder.load(...).generate and the builder-generate command."""
 import contextlib
 import io
+import json
 import math
 import subprocess
 from types import SimpleNamespace
@@ -67,6 +68,27 @@ def test_generate_command_takes_the_prompt_verbatim(lm_run, cli_env):
     assert done.returncode == 0, done.stderr
     expected = builder.load(lm_run.dir).generate(prompt, max_new_tokens=20, temperature=0)
     assert done.stdout == prompt + expected + "\n"
+
+
+def test_generate_command_decodes_a_file_of_prompts_in_batches(lm_run, cli_env, tmp_path):
+    import builder
+    prompts = ["def f(x):", "", "The quick brown fox", "x"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    done = subprocess.run([cli_env.python, "-m", "builder.cli.generate", f"ckpt={lm_run.dir}", "max_new_tokens=15",
+                           f"prompts_file={tmp_path / 'prompts.txt'}", "temperature=0", "batch_size=3"],
+                          env=cli_env.env, cwd=cli_env.cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    model = builder.load(lm_run.dir)
+    expected = [{"prompt": p, "completion": model.generate(p, max_new_tokens=15, temperature=0)} for p in prompts]
+    assert [json.loads(line) for line in done.stdout.splitlines()] == expected
+    assert done.stderr.splitlines()[-2:] == ["builder-generate: 3/4 prompts", "builder-generate: 4/4 prompts"]
+    (tmp_path / "bad.jsonl").write_text('"fine"\n{"text": "no prompt key"}\n')
+    bad = subprocess.run([cli_env.python, "-m", "builder.cli.generate", f"ckpt={lm_run.dir}",
+                          f"prompts_file={tmp_path / 'bad.jsonl'}"], env=cli_env.env, cwd=cli_env.cwd,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().endswith(f"prompts_file: {tmp_path / 'bad.jsonl'}, line 2: expected a JSON string or an "
+                                       "object with a string 'prompt'; got {\"text\": \"no prompt key\"}")
 
 
 def test_compiled_model_trains_under_bf16_autocast(compose, tmp_path):

@@ -108,6 +108,7 @@ def world(toy_run, compose, tmp_path_factory):
     sys.path.insert(0, str(work))
     (work / "my_pairs.tsv").write_text("".join(f"{i}\tzahl {i}\n" for i in range(60)))
     (work / "prompt.txt").write_text("The")
+    (work / "prompts.txt").write_text("The\nA longer prompt\n")
     (work / "my_text.txt").write_text("The capital of France is Paris. " * 50)
     (work / "sentences.txt").write_text("one\nseventeen\n")
     return work, runs, sweep

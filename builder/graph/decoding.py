@@ -1,7 +1,12 @@
 """State for incremental decoding: per-module caches (keys and values: blocks/kv_cache.py), the number of
-positions already processed (where new positions start: learned, sinusoidal and rotary positions read it), and
-the values of nodes that depend only on inputs that stay fixed while decoding (an encoder's output is computed
-once per source batch)."""
+positions already processed (where new positions start: learned, sinusoidal and rotary positions read it), the
+values of nodes that depend only on inputs that stay fixed while decoding (an encoder's output is computed
+once per source batch), and the left padding of a batch of prompts of different lengths.
+
+Left padding: prompts are right-aligned in one (B, T0) batch, `pad` (B, T0) True at the filler columns in front
+of each. Position blocks then read `rows(T)`, each row's own positions (its first real token is position 0),
+and attention blocks read `padding(T)`, the filler columns to ignore as keys; every row computes what it would
+alone, and all rows decode in step."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,11 +15,29 @@ import torch
 
 
 class DecodeState:
-    def __init__(self, static: tuple[str, ...] | list[str] = ()):
+    def __init__(self, static: tuple[str, ...] | list[str] = (), pad: torch.Tensor | None = None):
         self.offset = 0  # positions already processed and cached
         self.static = frozenset(static)  # model inputs that do not change between steps
         self.values: dict[str, Any] = {}  # node name -> value, for nodes that depend only on static inputs
         self._slots: dict[int, dict[str, Any]] = {}
+        self.pad = pad if pad is not None and bool(pad.any()) else None  # (B, T0) True at left padding
+
+    def padding(self, T: int) -> torch.Tensor | None:
+        """(B, T) True where this call's columns offset .. offset+T-1 are left padding; None without padding."""
+        if self.pad is None:
+            return None
+        flags = self.pad[:, self.offset:self.offset + T]  # past the prompt: no padding
+        if flags.shape[1] < T:
+            flags = torch.cat([flags, flags.new_zeros(flags.shape[0], T - flags.shape[1])], dim=1)
+        return flags  # (B, T)
+
+    def rows(self, T: int) -> torch.Tensor | None:
+        """(B, T) positions of this call's columns in each row (0 at its first real token, padding at 0); None
+        without padding, when every row's positions are offset .. offset+T-1."""
+        if self.pad is None:
+            return None
+        columns = torch.arange(self.offset, self.offset + T, device=self.pad.device)  # (T,)
+        return (columns - self.pad.sum(dim=1, keepdim=True)).clamp(min=0)  # (B, T)
 
     def slot(self, module: torch.nn.Module) -> dict[str, Any]:
         """A dict that persists across decoding steps for this module instance."""
@@ -34,6 +57,8 @@ class DecodeState:
                 else:
                     slot[key] = _select(value, index)
         self.values = {k: _select(v, index) for k, v in self.values.items()}
+        if self.pad is not None:
+            self.pad = self.pad.index_select(0, index)
 
 
 def _select(value: Any, index: torch.Tensor) -> Any:

@@ -10,6 +10,9 @@ the next-token logits of the last position:
 
 In beam search B' = B * num_beams, rows batch-major (row b * num_beams + k is beam k of item b), so a step
 function that needs per-item inputs (an encoder's source) repeats them with `repeat_interleave(num_beams, 0)`.
+
+Prompts of different lengths decode as one batch left-padded: `padding` (B, T0) marks the filler columns, the
+state carries it (builder/graph/decoding.py) and each row decodes as it would alone.
 """
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ def decode(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, temperature
            top_k: int | None = None, top_p: float | None = None, num_beams: int = 1, length_penalty: float = 1.0,
            eos_id: int | None = None, generator: torch.Generator | None = None,
            on_token: Callable[[torch.Tensor], None] | None = None,
-           new_state: Callable[[], DecodeState] = DecodeState, agree: Agree | None = None) -> torch.Tensor:
+           new_state: Callable[[], DecodeState] = DecodeState, agree: Agree | None = None,
+           padding: torch.Tensor | None = None) -> torch.Tensor:
     """prefix (B, T0) -> (B, T0 + n), n <= max_new_tokens; rows that end early are padded with eos_id.
+    `padding` (B, T0): True at the left padding of prompts shorter than T0.
 
     Greedy when temperature == 0, sampling otherwise; beam search when num_beams > 1 (then temperature,
     top_k and top_p are ignored). `on_token(next)` sees each new column (B,) as it is chosen (not in beam
@@ -40,9 +45,11 @@ def decode(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, temperature
     """
     if num_beams > 1:
         return beam_search(step, prefix, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                           length_penalty=length_penalty, eos_id=eos_id, new_state=new_state, agree=agree)
+                           length_penalty=length_penalty, eos_id=eos_id, new_state=new_state, agree=agree,
+                           padding=padding)
     agree = agree or bool
     state, tokens = new_state(), prefix
+    state.pad = padding if padding is not None and bool(padding.any()) else None
     done = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)  # (B,) rows past their eos
     for _ in range(max_new_tokens):
         logits = step(tokens, state).float()  # (B, V)
@@ -84,13 +91,16 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 @torch.inference_mode()
 def beam_search(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, num_beams: int,
                 length_penalty: float = 1.0, eos_id: int | None = None,
-                new_state: Callable[[], DecodeState] = DecodeState, agree: Agree | None = None) -> torch.Tensor:
+                new_state: Callable[[], DecodeState] = DecodeState, agree: Agree | None = None,
+                padding: torch.Tensor | None = None) -> torch.Tensor:
     """The num_beams best continuations per item; a beam that emits eos is finished with the score
     sum(log p) / n ** length_penalty (n = new tokens, eos included), and an item stops once its worst
     finished beam beats the best that any live beam could still reach. Returns the best per item."""
     B, T0 = prefix.shape
     K, dev = num_beams, prefix.device
     state = new_state()
+    if padding is not None and bool(padding.any()):
+        state.pad = padding.repeat_interleave(K, dim=0)  # (B*K, T0)
     tokens = prefix.repeat_interleave(K, dim=0)  # (B*K, T0)
     scores = torch.full((B, K), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # the K beams start identical: only one may expand at the first step
@@ -169,9 +179,15 @@ def lm_step(model: torch.nn.Module, roles: Any = None, use_cache: bool = True) -
 
     def step(tokens: torch.Tensor, state: DecodeState) -> torch.Tensor:
         if not use_cache or tokens.shape[1] > window:
+            pad = state.pad  # (B, T0) or None
             if state.offset:
-                state.__init__(tuple(state.static))  # drop the caches in place (beam search holds this object)
-            return read(model(**{name: tokens[:, -window:]}))[:, -1]  # (B, V)
+                state.__init__(tuple(state.static), pad)  # drop the caches in place (beam search holds this object)
+            if pad is None:
+                return read(model(**{name: tokens[:, -window:]}))[:, -1]  # (B, V)
+            flags = torch.zeros_like(tokens, dtype=torch.bool)  # (B, T): the window's columns keep their padding
+            flags[:, :pad.shape[1]] = pad
+            fresh = DecodeState(tuple(state.static), flags[:, -window:])
+            return read(model(**{name: tokens[:, -window:]}, state=fresh))[:, -1]  # (B, V)
         logits = read(model(**{name: tokens[:, state.offset:]}, state=state))[:, -1]  # (B, V)
         state.advance(tokens.shape[1] - state.offset)
         return logits

@@ -76,13 +76,19 @@ class LanguageModel(LoadedModel):
     def generate(self, prompt: str | list[str] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None, num_beams: int = 1,
                  length_penalty: float = 1.0, seed: int | None = None, stream: Callable[[str], None] | None = None,
-                 use_cache: bool = True, stop_at_eos: bool = True, compile: bool = False) -> str | list[str]:
+                 use_cache: bool = True, stop_at_eos: bool = True, compile: bool = False,
+                 batch_size: int = 8) -> str | list[str]:
         """The continuation of `prompt` (without the prompt); for a list or tuple of prompts a list with one
-        continuation each ([] -> []), each as if generated alone (the same seed for every prompt). Greedy at
-        temperature 0, sampling otherwise, beam search with num_beams > 1. `stream(text)` receives the text piece
-        by piece as it is produced (greedy and sampling; prompt after prompt). `seed` makes sampling repeatable.
-        Stops early at <|endoftext|> if it has one. A prompt or setting out of range is a one-line ConfigError:
-        max_new_tokens >= 0, temperature >= 0, top_k >= 1, 0 < top_p <= 1, num_beams >= 1."""
+        continuation each ([] -> []). Greedy at temperature 0, sampling otherwise, beam search with num_beams > 1.
+        Stops early at <|endoftext|> if it has one, each prompt on its own.
+
+        A list is decoded `batch_size` prompts at a time in one left-padded batch: each row computes what it
+        would alone, so greedy and beam continuations equal one-at-a-time ones. Sampling is repeatable with
+        `seed`; a batch draws from one generator, so batch_size=1 gives each prompt the draws it would get alone.
+        `stream(text)` receives a single prompt's text piece by piece as it is produced (greedy and sampling);
+        for a list, each continuation whole as its batch finishes. A prompt or setting out of range is a one-line
+        ConfigError: max_new_tokens >= 0, temperature >= 0, top_k >= 1, 0 < top_p <= 1, num_beams >= 1,
+        batch_size >= 1."""
         prompts, one = as_texts("prompt", prompt)
         check_number("max_new_tokens", max_new_tokens, 0, integer=True)
         check_number("temperature", temperature, 0)
@@ -91,32 +97,47 @@ class LanguageModel(LoadedModel):
         check_number("num_beams", num_beams, 1, integer=True)
         check_number("length_penalty", length_penalty)
         check_number("seed", seed, integer=True, optional=True)
-        if not one:
-            return [self.generate(p, max_new_tokens, temperature, top_k, top_p, num_beams, length_penalty, seed,
-                                  stream, use_cache, stop_at_eos, compile) for p in prompts]
-        ids = self.prompt_ids(prompt)
+        check_number("batch_size", batch_size, 1, integer=True)
+        ids = [self.prompt_ids(p) for p in prompts]  # every prompt is checked before any is decoded
         device = next(self.model.parameters()).device
-        generator = torch.Generator(device).manual_seed(int(seed)) if seed is not None else None
-        out_stream = TextStream(self.tokenizer, stream) if stream is not None else None
-        eos = self.eos_id if stop_at_eos else None
+        settings = dict(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=top_k, top_p=top_p,
+                        num_beams=int(num_beams), length_penalty=float(length_penalty),
+                        eos_id=self.eos_id if stop_at_eos else None)
+        step = lm_step(self.compiled() if compile else self.model, self.roles, use_cache)
+        texts: list[str] = []
+        for start in range(0, len(ids), int(batch_size)):
+            # a fresh generator per batch: the same prompts and seed give the same text, whatever came before
+            generator = torch.Generator(device).manual_seed(int(seed)) if seed is not None else None
+            batch = ids[start:start + int(batch_size)]
+            out_stream = TextStream(self.tokenizer, stream) if stream is not None and one else None
+            for new in self._decode(step, batch, device, generator, out_stream, settings):
+                texts.append(self.tokenizer.decode(new))
+                if stream is not None and not one:
+                    stream(texts[-1])
+        return texts[0] if one else texts
+
+    def _decode(self, step, batch: list[list[int]], device: torch.device, generator: torch.Generator | None,
+                out_stream: TextStream | None, settings: dict) -> list[list[int]]:
+        """The new ids of each prompt of `batch` (cut at eos), decoded as one batch, right-aligned."""
+        eos = settings["eos_id"]
+        width = max(len(i) for i in batch)
+        filler = eos if eos is not None else 0  # never seen: padding columns are masked out
+        prefix = torch.tensor([[filler] * (width - len(i)) + i for i in batch], device=device)  # (B, T0)
+        padding = torch.tensor([[True] * (width - len(i)) + [False] * len(i) for i in batch], device=device)
 
         def on_token(nxt: torch.Tensor) -> None:
             if out_stream is not None and (eos is None or int(nxt[0]) != eos):
                 out_stream.add([int(nxt[0])])
 
-        model = self.compiled() if compile else self.model
-        out = decode(lm_step(model, self.roles, use_cache), torch.tensor([ids], device=device),
-                     max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=top_k, top_p=top_p,
-                     num_beams=int(num_beams), length_penalty=float(length_penalty), eos_id=eos,
-                     generator=generator, on_token=on_token)
-        new = out[0, len(ids):].tolist()
-        if eos is not None and eos in new:
-            new = new[: new.index(eos)]
+        out = decode(step, prefix, generator=generator, on_token=on_token, padding=padding, **settings)
+        news = []
+        for row in out[:, width:].tolist():
+            news.append(row[: row.index(eos)] if eos is not None and eos in row else row)
         if out_stream is not None:
-            if num_beams > 1:
-                out_stream.add(new)
+            if settings["num_beams"] > 1:
+                out_stream.add(news[0])
             out_stream.flush()
-        return self.tokenizer.decode(new)
+        return news
 
 
 def load(path: str | Path, allow_imports: bool = False) -> LanguageModel:
