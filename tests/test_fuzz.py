@@ -56,7 +56,8 @@ def shipped(compose, tmp_path_factory):
 
 def outcome(cfg: dict, run_dir) -> str:
     """'trained', or 'refused' with keyed lines; anything else fails the test with the mutation's story."""
-    from builder.train.run import check_shapes, train
+    from builder.train.check import check_shapes
+    from builder.train.run import train
     config = OmegaConf.create({**cfg, "run_dir": str(run_dir)})
     with time_limit(120):
         try:
@@ -147,13 +148,13 @@ def test_what_fuzzing_found_is_refused_in_one_line(overrides, line, compose):
     """Findings of benchmarks/fuzz.py, each once a traceback: a string for a list, a list for a name, a required
     key removed, a logger's settings that are not a mapping."""
     from builder.errors import ConfigError
-    from builder.train.run import check
+    from builder.train.check import check
     with pytest.raises(ConfigError) as e:
         check(compose(overrides))
     assert any(p.startswith(line) for p in e.value.problems), e.value.problems
 
 
 def test_a_logger_section_that_is_not_a_mapping_is_one_line():
-    from builder.train.loggers import check_loggers
+    from builder.train.check import check_loggers
     assert check_loggers("{'csv': {}}") == [
         "logger: expected a mapping of loggers (logger=csv, logger=[tensorboard,wandb]), got \"{'csv': {}}\""]

@@ -62,7 +62,8 @@ def test_group_selects_one_several_or_none(compose):
 
 
 def test_unknown_and_missing_loggers_are_one_line(tmp_path):
-    from builder.train.loggers import check_loggers, make_loggers, mlflow_store
+    from builder.train.check import check_loggers
+    from builder.train.loggers import make_loggers, mlflow_store
     assert check_loggers({"tensorbord": {}}) == [
         "logger.tensorbord: unknown logger; available: csv, tensorboard, wandb, mlflow "
         "(or a mapping with a Lightning logger's _target_)"]
@@ -102,7 +103,7 @@ import sys
 from hydra import compose, initialize_config_dir
 from builder.config import register_resolvers
 from builder.errors import ConfigError
-from builder.train.run import check
+from builder.train.check import check
 register_resolvers()
 with initialize_config_dir(config_dir="{cli_env.cwd / 'conf'}", version_base="1.3"):
     cfg = compose(config_name="train", overrides=["logger=[mlflow,wandb]", "model.activation=relux"])

@@ -102,7 +102,7 @@ def test_a_random_update_merges_exactly_in_every_layer_kind():
     ("[head]", "adapters.targets[0]: 'head': head shares its weight with another node (tie:)"),
 ])
 def test_a_target_that_does_not_fit_is_one_line(targets, line):
-    from builder.train.run import check_shapes
+    from builder.train.check import check_shapes
     with pytest.raises(ConfigError) as e:
         check_shapes(compose([*TINY_LLAMA, "adapters=lora", "adapters.save=full", f"adapters.targets={targets}"]))
     assert len(e.value.problems) == 1 and line in e.value.problems[0]

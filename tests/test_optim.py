@@ -84,7 +84,7 @@ def test_losses():
 
 def test_unknown_loss_is_a_config_error(compose):
     from builder.errors import ConfigError
-    from builder.train.run import check
+    from builder.train.check import check
     with pytest.raises(ConfigError) as e:
         check(compose(["task.name=classifer"]))
     assert "task.name: unknown task 'classifer' (did you mean 'classification'?)" in str(e.value)

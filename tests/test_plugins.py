@@ -88,7 +88,7 @@ def test_a_user_task_and_data_source_train_and_load(user_project, tmp_path):
 
 
 def test_a_task_the_data_cannot_feed_is_refused(user_project):
-    from builder.train.run import check
+    from builder.train.check import check
     with pytest.raises(ConfigError) as e:
         check(compose([*overrides("x"), "data=leaf_flower"], dirs=[user_project / "conf"]))
     assert "data.name: the regression task needs data that provides pairs (noisy_line); 'leaf_flower' provides " \

@@ -149,7 +149,7 @@ def test_resume(runs, conf):
 
 
 def test_an_unbound_or_misspelt_role_fails_before_torch(conf):
-    from builder.train.run import check
+    from builder.train.check import check
     with pytest.raises(ConfigError) as e:
         check(compose(["experiment=gpt_char", "model=renamed_gpt"], dirs=[conf]))
     assert str(e.value) == "task.inputs.tokens: the model has no input 'idx' (did you mean 'n_idx'?); its inputs: n_idx"

@@ -18,35 +18,35 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from builder.config import CONF_DIR, compose, register_resolvers
+from builder.config import CONF_DIR, compose, config_dirs, register_resolvers
 from builder.errors import ConfigError, RunStopped, friendly_errors
-from builder.train.rundir import register_run_dir_resolver
+from builder.train.check import check_shapes, checked_config
+from builder.train.resume import with_original_overrides
+from builder.train.rundir import hydra_job, register_run_dir_resolver, write_result
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _run(cfg: DictConfig) -> float:
     register_resolvers()  # also in a launcher's worker process (joblib, submitit), which never ran main()
-    from builder.train.rundir import hydra_job
     _, overrides, multirun = hydra_job()
     if multirun:
         return trial(cfg, overrides)
     with friendly_errors("builder-train"):
-        from builder.train.run import train
-        return train(cfg)
+        cfg = checked_config(cfg, overrides)
+        from builder.train.run import train  # deferred: config errors are reported before torch is imported
+        return train(cfg, overrides, checked=True)
 
 
 def trial(cfg: DictConfig, overrides: list[str]) -> float:
     """One trial of a sweep. A config problem or a diverging loss is recorded (result.yaml, summary) and the
     sweep goes on: Optuna marks an exception as a failed trial; a grid gets NaN (Hydra's grid stops on errors)."""
-    from builder.train.run import train
+    from builder.train.run import train  # deferred: config errors are reported before torch is imported
     try:
         return train(cfg)
     except (ConfigError, RunStopped) as e:
-        from hydra.core.hydra_config import HydraConfig
-
-        from builder.train.rundir import hydra_job, write_result
         problem = "; ".join(getattr(e, "problems", None) or [str(e)])
         message = f"trial {' '.join(overrides)}: {problem}"
         print(f"builder-train: {message}", file=sys.stderr)
@@ -80,15 +80,12 @@ def main() -> None:
     check_only = "--check" in sys.argv[1:]
     args = with_default_experiment([a for a in sys.argv[1:] if a != "--check"])
     with friendly_errors("builder-train"):
-        from builder.config import config_dirs
-        from builder.train.resume import with_original_overrides
         dirs, plain = config_dirs(args)  # --config-dir DIR: the user's own configs, searched before ours
         full = with_original_overrides(args)  # resume=RUN: that run's command line, then the new overrides
         multirun = any(a in ("-m", "--multirun") for a in plain)
         if not any(a.startswith("-") for a in plain):
             cfg = compose(with_original_overrides(plain), dirs=dirs)  # a misspelt key: one line, a did-you-mean
             if check_only:
-                from builder.train.run import check_shapes
                 check_shapes(cfg)
                 print("builder-train: the configuration is valid, shapes included; --check trains nothing")
                 return

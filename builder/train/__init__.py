@@ -1,12 +1,11 @@
 """The training stage: a composed config -> data, task, optimiser, loggers, Lightning Trainer -> a run directory.
 
-    run            train(cfg): one run, from config checks to result.yaml
+    check          the config checked without torch (a typo fails in about a second)
+    run            train(cfg): one run, from config checks to result.yaml (imports torch and Lightning)
     tasks, data    what is learnt from what (registered by name)
     optim          optimiser and schedule
-    rundir, resume, safety, progress, metrics_csv, loggers, attention_callback   a run's files and dashboards
+    rundir, resume, resume_state, safety, progress, metrics_csv, loggers, attention_callback   a run's files
+    adapters       LoRA in a run: targets, starting weights, adapters-only checkpoints
     distributed    several processes (DDP, FSDP, nodes)
     sweep          multiruns checked before they start, summarised at the end
 """
-from builder.train.run import train
-
-__all__ = ["train"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 
+from omegaconf import OmegaConf
+
+from builder.config import register_resolvers
+from builder.errors import friendly_errors
+from builder.train.distributed import CONFIG_ENV
+from builder.train.run import train
+
 
 def main() -> None:
-    from omegaconf import OmegaConf
-
-    from builder.config import register_resolvers
-    from builder.errors import friendly_errors
-    from builder.train.distributed import CONFIG_ENV
-    from builder.train.run import train
     register_resolvers()
     with friendly_errors("builder-train"):
         train(OmegaConf.create(os.environ.pop(CONFIG_ENV)))

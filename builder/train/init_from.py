@@ -7,11 +7,10 @@ same); the data, task, optimiser and trainer from the command line. The data rea
 except the dropout variables (`model.dropout=0.1`, any model variable whose name has `dropout` or `pdrop` in
 it), which are applied through the source graph's own YAML in conf/model/.
 
-`adapters=lora` (builder/graph/adapters.py) is wired in here too: `check_adapters` checks its settings with the
-config, `check_adapter_targets` its targets against the model (on the meta device), and `starting_weights` (in
-Run.fit) loads the source's weights into the built model, then puts the adapters on it. With
-`adapters.save=adapters_only` checkpoints hold the adapters alone (`adapters_only`, a callback) and the base
-weights are read from init_from again on a resume and when the checkpoint is loaded.
+`check_adapters` checks the settings of `adapters=lora` (builder/graph/adapters.py) with the config; the rest of
+the adapters' part in a run, which needs torch, is builder/train/adapters.py. With `adapters.save=adapters_only`
+checkpoints hold the adapters alone and the base weights are read from init_from again on a resume and when
+the checkpoint is loaded.
 """
 from __future__ import annotations
 
@@ -23,9 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
+from builder import settings
+from builder.config import CONF_DIR, compose, resolve
 from builder.errors import CheckpointError, ConfigError
+from builder.serve import checkpoint, hf
+from builder.train.resume import override_key
 
 MAY_CHANGE = re.compile(r"dropout|pdrop")  # model variables an init_from run may set
 GRAPH = ("inputs", "nodes", "outputs", "init", "dims", "imports")  # a model config's keys that are not variables
@@ -33,7 +37,6 @@ GRAPH = ("inputs", "nodes", "outputs", "init", "dims", "imports")  # a model con
 
 def model_overrides(overrides: list[str]) -> dict[str, str]:
     """{model variable: override} for the command line's model overrides; any other is refused in one line."""
-    from builder.train.resume import override_key
     found = {}
     for override in overrides:
         key = override_key(override)
@@ -49,7 +52,6 @@ def model_overrides(overrides: list[str]) -> dict[str, str]:
 
 def read_source(path: str) -> tuple[dict[str, Any], str | None, Path]:
     """(the source's run config, its tokenizer.json text or None, the file or directory read), without weights."""
-    from builder.serve import checkpoint, hf
     p = Path(path).expanduser()
     if hf.is_hf_dir(p):
         tok = p / "tokenizer.json"
@@ -65,7 +67,6 @@ def read_source(path: str) -> tuple[dict[str, Any], str | None, Path]:
 def with_variables(model: dict[str, Any], changes: dict[str, Any], source: str) -> dict[str, Any]:
     """The source's resolved model with some variables changed, re-resolved through the conf/model/*.yaml whose
     graph reproduces the source's."""
-    from builder.config import CONF_DIR, compose, resolve
     variables = {k: v for k, v in model.items() if k not in GRAPH}
     graph = {k: model.get(k) for k in GRAPH}
     for name in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
@@ -104,7 +105,6 @@ def tokenizer_file(where: Path, text: str, outputs_dir: str) -> Path:
 def beside_hydra() -> Iterator[None]:
     """Reading a Hugging Face directory or a conf/model template composes configs, which Hydra allows once per
     process: within builder-train's own Hydra application its instance steps aside meanwhile."""
-    from hydra.core.global_hydra import GlobalHydra
     hydra = GlobalHydra.instance()
     running = hydra.hydra
     hydra.clear()
@@ -121,7 +121,6 @@ def apply(cfg: Any, overrides: list[str]) -> Any:
 
 
 def _apply(cfg: Any, overrides: list[str]) -> Any:
-    from builder.config import resolve
     source = str(cfg.init_from)
     given = model_overrides(overrides)
     run, tokenizer, where = read_source(source)
@@ -182,7 +181,6 @@ def use_tokenizer(cfg: Any, text: str, where: Path, source: str) -> None:
 
 def check_adapters(cfg: Any) -> list[str]:
     """The `adapters` section against its kind's schema; LoRA needs whole weights on each process."""
-    from builder import settings
     if "adapters" not in cfg:
         return []
     if not OmegaConf.is_dict(cfg._get_node("adapters")):
@@ -201,46 +199,3 @@ def check_adapters(cfg: Any) -> list[str]:
         problems.append("adapters.save: adapters_only keeps the adapters alone, so the base weights must come from "
                         "init_from=...; give init_from or adapters.save=full")
     return problems
-
-
-def check_adapter_targets(cfg: Any) -> None:
-    """With adapters: each target names nodes of the model that hold linear layers (a module on the meta device)."""
-    from builder.graph import adapters
-    section = OmegaConf.to_container(cfg.adapters, resolve=True) if OmegaConf.is_dict(cfg.get("adapters")) else {}
-    if adapters.enabled(section):
-        from builder.graph.build import check_structure
-        from builder.graph.prepare import prepare_model_config
-        adapters.plan_counts(check_structure(prepare_model_config(cfg)), section)
-
-
-def starting_weights(model: Any, cfg: dict[str, Any], resumed: bool, rank0: bool) -> tuple[Any, list[Any]]:
-    """The model with the source's weights (unless a resume restores them all) and the adapters on it; the
-    callbacks this needs (AdaptersOnly)."""
-    from builder.graph import adapters
-    section = cfg.get("adapters") or {}
-    only = adapters.enabled(section) and section.get("save") == "adapters_only"
-    if cfg.get("init_from") and (only or not resumed):
-        from builder.serve import checkpoint
-        base = checkpoint.load(cfg["init_from"], allow_imports=True)  # imports were checked by apply()
-        model.load_state_dict(adapters.merged_state(base.model), strict=True)
-        del base
-    model = adapters.apply(model, section)
-    if rank0 and (cfg.get("init_from") or adapters.enabled(section)):
-        origin = f"; weights from {cfg['init_from']}" if cfg.get("init_from") else ""
-        print(f"model: {adapters.describe(model, section)}{origin}", flush=True)
-    return model, [adapters_only()] if only else []
-
-
-def adapters_only() -> Any:
-    """A callback that makes checkpoints hold the adapters' weights alone (the frozen base is init_from's)."""
-    from lightning.pytorch.callbacks import Callback
-
-    from builder.graph.adapters import is_adapter_key
-
-    class AdaptersOnly(Callback):
-        partial = True  # Run.fit: such a checkpoint restores with strict=False
-
-        def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if is_adapter_key(k)}
-
-    return AdaptersOnly()

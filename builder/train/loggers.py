@@ -4,50 +4,44 @@ Each preset in conf/logger puts its settings under its own key, so several can b
     logger=tensorboard            logger.tensorboard.* settings
     'logger=[tensorboard,wandb]'  both (a Hydra list of options; quoted for the shell)
     logger=none                   metrics.csv only
-Only the chosen logger's package is imported. Every dashboard gets the resolved config, every metric by step,
-the model's plan table, attention pictures (attention_callback.py) and, through `log_text(key, columns, data)`,
-tables of generated samples. TensorBoard also gets an HParams session (the overrides, best/<monitor>); W&B runs
-offline when not logged in; MLflow writes to an SQLite store unless tracking_uri names a server, and tags the
-run's status. W&B and MLflow keep their run id in the run directory: a resumed run continues the same run.
+Only the chosen logger's package is imported; the section is checked with the config (builder/train/check.py).
+Every dashboard gets the resolved config, every metric by step, the model's plan table, attention pictures
+(attention_callback.py) and, through `log_text(key, columns, data)`, tables of generated samples. TensorBoard
+also gets an HParams session (the overrides, best/<monitor>); W&B runs offline when not logged in; MLflow writes
+to an SQLite store unless tracking_uri names a server, and tags the run's status. W&B and MLflow keep their run id in the run directory: a resumed run continues the same run.
 """
 from __future__ import annotations
 
+import importlib.util
+import netrc
 import os
+import secrets
 import socket
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
+from omegaconf import OmegaConf
 
 from builder.errors import ConfigError
+from builder.graph.build import check_structure
+from builder.graph.plan import make_plan, rows
+from builder.train.check import MLFLOW_DEFAULT
+from builder.train.metrics_csv import MetricsCSV
 from builder.train.runs import override_values, run_overrides
 
-KINDS = ("csv", "tensorboard", "wandb", "mlflow")
 EXTRA = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # pip install 'builder[EXTRA]'
-MLFLOW_DEFAULT = "sqlite:///outputs/mlflow.db"
 _current: list[Any] = []  # this process's dashboards of the run being trained, for record_status
-
-
-def check_loggers(logger_cfg: Any) -> list[str]:
-    if logger_cfg is not None and not hasattr(logger_cfg, "items"):
-        return [f"logger: expected a mapping of loggers (logger=csv, logger=[tensorboard,wandb]), got {logger_cfg!r}"]
-    problems = []
-    for key, value in dict(logger_cfg or {}).items():
-        if value is not None and not hasattr(value, "items"):
-            problems.append(f"logger.{key}: expected a mapping of its settings, got {value!r}")
-        elif key not in KINDS and not (hasattr(value, "get") and value.get("_target_")):
-            problems.append(f"logger.{key}: unknown logger; available: {', '.join(KINDS)} "
-                            "(or a mapping with a Lightning logger's _target_)")
-    mlflow = (logger_cfg or {}).get("mlflow")
-    uri = str((mlflow.get("tracking_uri") if hasattr(mlflow, "get") else None) or MLFLOW_DEFAULT)
-    if ":" not in uri or uri.startswith("file:"):
-        problems.append(f"logger.mlflow.tracking_uri: '{uri}' is a file store, which MLflow has put in maintenance "
-                        "mode; give sqlite:///PATH/mlflow.db or a server's http://HOST:PORT")
-    return problems
 
 
 def make_loggers(logger_cfg: dict[str, Any] | None, run_dir: Path, columns: list[str], *,
                  resume_step: int | None = None, rank: int = 0) -> list[Any]:
     """metrics.csv first, then the chosen dashboards (rank 0 only: other ranks never write)."""
-    from builder.train.metrics_csv import MetricsCSV
     loggers: list[Any] = [MetricsCSV(run_dir, columns=columns, resume_step=resume_step)]
     _current.clear()
     if rank != 0:
@@ -59,7 +53,6 @@ def make_loggers(logger_cfg: dict[str, Any] | None, run_dir: Path, columns: list
         if kind in FACTORIES:
             loggers.append(FACTORIES[kind](settings, run_dir))
         else:
-            from hydra.utils import instantiate
             loggers.append(instantiate(settings, save_dir=str(run_dir)))
     _current.extend(loggers[1:])
     return loggers
@@ -67,9 +60,6 @@ def make_loggers(logger_cfg: dict[str, Any] | None, run_dir: Path, columns: list
 
 def record_status(run_dir: Path) -> None:
     """The status result.yaml holds (completed, failed, interrupted), to the dashboards that keep one."""
-    import warnings
-
-    from omegaconf import OmegaConf
     status = str(OmegaConf.load(Path(run_dir) / "result.yaml").status)
     for lg in [lg for lg in _current if hasattr(lg, "record_status")]:
         try:
@@ -80,7 +70,6 @@ def record_status(run_dir: Path) -> None:
 
 
 def _require(kind: str, module: str) -> None:
-    import importlib.util
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"logger.{kind}: needs the {module} package (pip install 'builder[{EXTRA[kind]}]')")
 
@@ -128,7 +117,6 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
 
 def tensorboard(settings: dict[str, Any], run_dir: Path) -> Any:
     _require("tensorboard", "tensorboard")
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     class TensorBoard(TensorBoardLogger):
         best: Any = None  # the ModelCheckpoint that tracks task.monitor
@@ -137,7 +125,7 @@ def tensorboard(settings: dict[str, Any], run_dir: Path) -> Any:
         def log_hyperparams(self, params: Any, *args: Any) -> None:
             """hparams.yaml, the config as text and an HParams session of the overrides (with no experiment summary
             TensorBoard lists the hyperparameters of every run it reads, and each scalar as a result)."""
-            import yaml
+            # optional dependency: only with logger=tensorboard
             from torch.utils.tensorboard.summary import hparams
             super().log_hyperparams(params)
             config = yaml.safe_dump(dict(params), sort_keys=False)
@@ -182,7 +170,6 @@ def wandb_mode(requested: str) -> str:
     key = os.environ.get("WANDB_API_KEY")
     if not key:
         try:
-            import netrc
             key = (netrc.netrc().authenticators(host) or (None, None, None))[2]
         except (OSError, netrc.NetrcParseError):
             key = None
@@ -197,7 +184,6 @@ def wandb_mode(requested: str) -> str:
 
 def wandb(settings: dict[str, Any], run_dir: Path) -> Any:
     _require("wandb", "wandb")
-    from lightning.pytorch.loggers import WandbLogger
 
     class Wandb(WandbLogger):
         """Sample tables grow over the run: each log shows every row so far (W&B keeps the latest table)."""
@@ -220,7 +206,6 @@ def wandb(settings: dict[str, Any], run_dir: Path) -> Any:
     mode = wandb_mode(str(settings.get("mode", "auto")))
     if mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.wandb.mode: must be auto, online, offline or disabled, got '{mode}'")
-    import secrets
     run_id = _run_id(run_dir, "wandb_id.txt", lambda: secrets.token_hex(4))  # not `random`: seeded per run
     extra = {k: settings[k] for k in ("entity", "group", "tags", "notes", "job_type") if settings.get(k) is not None}
     return Wandb(save_dir=str(run_dir), project=settings.get("project") or "builder", id=run_id, mode=mode,
@@ -233,7 +218,6 @@ def mlflow_store(uri: str) -> tuple[str, str | None]:
     """(tracking URI, artifact root): an SQLite file becomes an absolute path, its artifacts in mlartifacts/
     beside it; a server keeps its own artifacts, and must answer now (MLflow would retry for minutes)."""
     if uri.startswith(("http://", "https://")):
-        from urllib.parse import urlsplit
         address = urlsplit(uri)
         port = address.port or (443 if address.scheme == "https" else 80)
         try:
@@ -249,12 +233,11 @@ def mlflow_store(uri: str) -> tuple[str, str | None]:
 
 def mlflow(settings: dict[str, Any], run_dir: Path) -> Any:
     _require("mlflow", "mlflow")
-    from lightning.pytorch.loggers import MLFlowLogger
 
     class MLflow(MLFlowLogger):
         def log_hyperparams(self, params: Any) -> None:
             """The config as flattened params (a resumed run keeps the values it started with) and config.yaml."""
-            from mlflow.entities import Param
+            from mlflow.entities import Param  # optional dependency: only with logger=mlflow
             known = self.experiment.get_run(self.run_id).data.params
             new = [Param(k, str(v)[:500]) for k, v in flatten(dict(params)).items() if k not in known]
             for i in range(0, len(new), 100):  # MLflow takes at most 100 params a call
@@ -280,7 +263,7 @@ def mlflow(settings: dict[str, Any], run_dir: Path) -> Any:
     logger = MLflow(experiment_name=name, tracking_uri=uri, run_name=settings.get("run_name") or run_name(run_dir),
                     run_id=previous.read_text().strip() if previous.is_file() else None,
                     artifact_location=artifacts and f"{artifacts}/{name}")
-    from mlflow.entities import RunTag
+    from mlflow.entities import RunTag  # optional dependency: only with logger=mlflow
     tags = {"status": "running", "run_dir": str(run_dir.resolve()), "overrides": " ".join(overrides)[:5000],
             "experiment": override_values(overrides).get("experiment")}
     client, run_id = logger.experiment, logger.run_id  # creates the run, or finds the one being resumed
@@ -300,8 +283,6 @@ def log_run_info(loggers: list[Any], config: dict[str, Any]) -> None:
     dashboards = [lg for lg in loggers if type(lg).__name__ != "MetricsCSV"]
     if not dashboards:
         return
-    from builder.graph.build import check_structure
-    from builder.graph.plan import make_plan, rows
     columns = ["node", "block", "output shape", "parameters"]
     plan = [list(r) for r in rows(make_plan(check_structure(config["model"])))]
     for lg in dashboards:
@@ -314,7 +295,6 @@ def log_run_info(loggers: list[Any], config: dict[str, Any]) -> None:
 
 def finish(failed: bool = False) -> None:
     """Close W&B's run so the next run in this process (a sweep's next trial) starts its own."""
-    import sys
     wb = sys.modules.get("wandb")
     if wb is not None and wb.run is not None:
         wb.finish(exit_code=1 if failed else 0)

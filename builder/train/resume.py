@@ -6,18 +6,19 @@ checkpoint, one without training state, one trained with a different model confi
 resume cannot apply (MAY_CHANGE lists what it can). The command line of the original run is reused
 (`with_original_overrides`), so `builder-train resume=latest` alone continues it, and
 `builder-train resume=latest trainer.max_steps=4000 optim.lr=3e-4` extends it with a new schedule. Random number generator states travel in
-the checkpoint (RngState), and the batch order is a function of the step (builder/train/data/order.py), so a
-resumed run continues exactly as the uninterrupted run would have.
+the checkpoint (builder/train/resume_state.py), and the batch order is a function of the step
+(builder/train/data/order.py), so a resumed run continues exactly as the uninterrupted run would have.
 """
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
 
-from builder.serve.checkpoint import CheckpointError
+from builder.graph.prepare import prepare_model_config
+from builder.serve.checkpoint import CheckpointError, read_checkpoint
+from builder.train.rundir import resume_dir
 
 
 def override_key(override: str) -> str:
@@ -26,7 +27,6 @@ def override_key(override: str) -> str:
 
 def with_original_overrides(args: list[str], outputs_dir: str = "outputs") -> list[str]:
     """Command-line args with the resumed run's overrides.yaml in front (new values win, key by key)."""
-    from builder.train.rundir import resume_dir
     resume = next((a.split("=", 1)[1] for a in args if override_key(a) == "resume"), None)
     if not resume or resume == "auto":
         return args
@@ -55,7 +55,6 @@ MAY_CHANGE = ("trainer", "logger", "optim.lr", "optim.min_lr", "optim.warmup_ste
 
 def open_resume(run_dir: Path, resume: str) -> Resumed:
     """The checkpoint to continue from, after checking it is a complete one with training state."""
-    from builder.serve.checkpoint import read_checkpoint
     p = Path(resume).expanduser()
     file = p if p.is_file() else run_dir / "checkpoints" / "last.ckpt"
     if not file.is_file():
@@ -72,7 +71,6 @@ def open_resume(run_dir: Path, resume: str) -> Resumed:
 def check_changes(resumed: Resumed, cfg: Any) -> Any:
     """`cfg` for continuing `resumed`: a null seed takes the run's own; a changed model or any change that
     MAY_CHANGE does not list is refused in one line (before anything is written)."""
-    from builder.graph.prepare import prepare_model_config
     before = resumed.config
     if cfg.get("seed") is None:
         cfg.seed = before.get("seed")
@@ -119,61 +117,3 @@ def differences(a: Any, b: Any, path: str, missing_there: bool = True) -> list[s
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]", missing_there)]
     return [] if a == b else [f"{path} is {a!r} there and {b!r} here"]
-
-
-def rng_callback() -> Any:
-    import numpy as np
-    import torch
-    from lightning.pytorch.callbacks import Callback
-
-    class ResumeState(Callback):
-        """Python, NumPy and torch generator states in every checkpoint (as plain data: weights_only loads), and
-        the logging step realigned after a restore."""
-
-        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            self.first = True
-            if trainer.ckpt_path:
-                follow_new_schedule(trainer, pl_module)
-
-        def on_train_batch_start(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-            if getattr(self, "first", False):
-                from builder.train.internals import align_logging_step
-                align_logging_step(trainer)
-                self.first = False
-
-        def state_dict(self) -> dict[str, Any]:
-            kind, keys, pos, has_gauss, gauss = np.random.get_state()
-            state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-                     "torch": torch.get_rng_state()}
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                state["cuda"] = torch.cuda.get_rng_state_all()
-            return state
-
-        def load_state_dict(self, state: dict[str, Any]) -> None:
-            version, internal, gauss = state["python"]
-            random.setstate((version, tuple(internal), gauss))
-            kind, keys, pos, has_gauss, cached = state["numpy"]
-            np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-            torch.set_rng_state(state["torch"])
-            if "cuda" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda"])
-
-    return ResumeState()
-
-
-def follow_new_schedule(trainer: Any, pl_module: Any) -> None:
-    """The restored LR schedule takes this run's numbers (the decay length of `resume=... trainer.max_steps=N`
-    with a larger N, a new optim.lr, min_lr, warmup_steps or decay_steps) from the resumed step on; a
-    checkpoint brings back the old ones. Same config: same numbers, nothing changes."""
-    from torch.optim.lr_scheduler import LambdaLR
-    fresh = pl_module.configure_optimizers()
-    new = (fresh.get("lr_scheduler") or {}).get("scheduler") if isinstance(fresh, dict) else None
-    old = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
-    if not (isinstance(old, LambdaLR) and isinstance(new, LambdaLR)):
-        return
-    for mine, theirs in zip(old.lr_lambdas, new.lr_lambdas):
-        if hasattr(mine, "__dict__") and type(mine) is type(theirs):
-            mine.__dict__.update(theirs.__dict__)
-    old.base_lrs = list(new.base_lrs)
-    for group, base, fn in zip(old.optimizer.param_groups, old.base_lrs, old.lr_lambdas):
-        group["initial_lr"], group["lr"] = base, base * fn(old.last_epoch)

@@ -1,114 +1,58 @@
 """train(cfg): one training run from a composed config; returns the task's monitored metric (for sweeps).
 
-The config is checked before torch or Lightning is imported, so a typo fails in well under a second.
+This module imports torch and Lightning: builder-train checks the config first (builder/train/check.py) and
+imports it after, so a typo fails in about a second.
 A run directory (builder/train/rundir.py) holds config.yaml (resolved), overrides.yaml, train.log, metrics.csv,
 checkpoints/{best,last}.ckpt, result.yaml and the dashboards' files. `resume=` continues a run in place
 (builder/train/resume.py); several processes (trainer=ddp|fsdp) write from rank 0 only (builder/train/distributed.py).
 """
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
+from hydra.utils import get_class
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import ModelParallelStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from builder.errors import ConfigError
-
-SECTIONS = ("data", "model", "task", "optim", "trainer")
-
-
-def check(cfg: DictConfig) -> None:
-    """Every problem in the config we can find without torch, raised together as one ConfigError."""
-    from builder.contract import check_binding, check_data, check_task
-    from builder.graph.build import check_structure
-    from builder.graph.prepare import prepare_model_config
-    from builder.plugins import import_modules
-    from builder.train.loggers import check_loggers
-    import_modules(list(cfg.get("imports") or []))  # a user's tasks and data sources register on import
-    problems = [f"{s}: missing (the defaults list in conf/train.yaml selects it)" for s in SECTIONS if s not in cfg]
-    spec = None
-    if "model" in cfg:
-        try:
-            spec = check_structure(prepare_model_config(cfg))  # `auto` sizes get placeholders until the data is known
-        except ConfigError as e:
-            problems += e.problems
-    task_problems = check_task(cfg.task) if "task" in cfg else []
-    problems += task_problems
-    if spec is not None and "task" in cfg and not task_problems:
-        problems += check_binding(OmegaConf.to_container(cfg.task, resolve=True), spec)
-    if "data" in cfg:
-        problems += check_data(cfg.data, cfg.get("task"))
-    problems += check_settings(cfg)
-    problems += check_loggers(cfg.get("logger"))
-    if problems:
-        raise ConfigError(problems)
+from builder.contract import binding
+from builder.errors import ConfigError, RunStopped
+from builder.graph.build import build_model
+from builder.graph.prepare import prepare_model_config
+from builder.train.adapters import check_adapter_targets, starting_weights
+from builder.train.attention_callback import AttentionMaps
+from builder.train.check import checked_config
+from builder.train.data import datamodule
+from builder.train.data.order import make_resumable
+from builder.train.distributed import (collective_failure, finish_launch, fsdp_task, is_rank_zero, launch_env,
+                                       make_strategy, use_config_launcher)
+from builder.train.internals import ProgressBar
+from builder.train.loggers import finish, log_run_info, make_loggers, record_status
+from builder.train.progress import LastCheckpoint, ValidateAtEnd
+from builder.train.resume import check_changes, first_difference, model_changed, open_resume
+from builder.train.resume_state import rng_callback
+from builder.train.rundir import (check_own, choose_run_dir, effective_resume, hydra_job, point_latest, write_overrides,
+                                  write_result)
+from builder.train.safety import AtomicCheckpointIO, Interrupted, StopOnNonFinite, StopOnSignal
+from builder.train.tasks import task_class
 
 
-def check_settings(cfg: DictConfig) -> list[str]:
-    """The run options, the optimiser and the trainer against their typed schemas (builder/settings.py)."""
-    from builder import settings
-    from builder.config import resolve
-    problems = []
-    for name in cfg:  # every broken interpolation outside the model (whose own are reported with its graph)
-        if name != "model":
-            try:
-                resolve(cfg[name], str(name)) if OmegaConf.is_config(cfg._get_node(name)) else cfg[name]
-            except ConfigError as e:
-                problems += e.problems
-            except Exception as e:  # noqa: BLE001 - a top-level value that does not resolve
-                problems.append(f"{name}: {str(e).splitlines()[0]}")
-    if problems:
-        return problems
-    top = {k: v for k, v in cfg.items() if k not in settings.GROUPS}
-    problems += settings.check(OmegaConf.to_container(OmegaConf.create(top), resolve=True), settings.RUN, "")
-    for name, section, checker in (("optim", settings.OPTIM, None), ("trainer", None, settings.check_trainer)):
-        if name not in cfg:
-            continue
-        if not OmegaConf.is_dict(cfg._get_node(name)):
-            problems.append(f"{name}: expected a mapping, got {cfg[name]!r}")
-            continue
-        try:
-            values = OmegaConf.to_container(cfg[name], resolve=True)
-        except Exception:  # noqa: BLE001 - a broken interpolation is reported with its path elsewhere
-            continue
-        problems += checker(values) if checker else settings.check(values, section, name)
-    from builder.train.init_from import check_adapters
-    problems += check_adapters(cfg)
-    optimizer = OmegaConf.select(cfg, "optim.optimizer") if OmegaConf.is_dict(cfg.get("optim")) else None
-    if OmegaConf.is_dict(optimizer):
-        if not isinstance(optimizer.get("_target_"), str) or not optimizer.get("_target_"):
-            problems.append("optim.optimizer._target_: expected a class name such as torch.optim.AdamW, got "
-                            f"{optimizer.get('_target_')!r}")
-        if optimizer.get("_partial_") is not True:
-            problems.append(f"optim.optimizer._partial_: must be true (the optimiser is called with the parameter "
-                            f"groups), got {optimizer.get('_partial_')!r}")
-    return problems
-
-
-def check_shapes(cfg: DictConfig) -> None:
-    """check(cfg), then the model's shapes on the meta device (imports torch; no weight is allocated)."""
-    check(cfg)
-    from builder.graph.build import check_structure
-    from builder.graph.prepare import prepare_model_config
-    from builder.graph.shapes import infer_shapes
-    infer_shapes(check_structure(prepare_model_config(cfg)))
-    from builder.train.init_from import check_adapter_targets
-    check_adapter_targets(cfg)
-
-
-def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[Any, ...] = ()) -> float:
-    """Train; `overrides` is what overrides.yaml records (default: Hydra's), `callbacks` are added to Lightning's."""
-    from builder.train.rundir import check_own, choose_run_dir, effective_resume, hydra_job, write_overrides
+def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[Any, ...] = (),
+          checked: bool = False) -> float:
+    """Train; `overrides` is what overrides.yaml records (default: Hydra's), `callbacks` are added to Lightning's;
+    `checked`: cfg is already checked_config's result (builder-train checks it before importing this module)."""
     overrides = list(overrides if overrides is not None else hydra_job()[1])
-    from builder.train.init_from import apply, check_adapter_targets
-    if cfg.get("init_from"):  # the model and tokenizer come from there
-        cfg = apply(cfg, overrides)
-    check(cfg)
+    if not checked:
+        cfg = checked_config(cfg, overrides)
     check_adapter_targets(cfg)
-    from builder.train.distributed import is_rank_zero
-    from builder.train.loggers import record_status
-    from builder.train.resume import check_changes, open_resume
     rank0 = is_rank_zero()
     run_dir = choose_run_dir(cfg)
     resume = effective_resume(cfg, run_dir)
@@ -128,10 +72,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     try:
         value = run.fit(callbacks)
     except BaseException as e:
-        from builder.train.distributed import collective_failure
         stopped = collective_failure(e, run.trainer, OmegaConf.select(cfg, "trainer.process_group_timeout"))
         if rank0:
-            from builder.train.safety import Interrupted
             interrupted = isinstance(e, Interrupted) or not isinstance(e, Exception)
             run.record("interrupted" if interrupted else "failed", time.perf_counter() - start, error=stopped or e)
             record_status(run_dir)
@@ -156,21 +98,9 @@ class Run:
         self.task: Any = None
 
     def fit(self, extra_callbacks: tuple[Any, ...]) -> float:
-        import lightning as L
-        import torch
-
-        from builder.train.data import datamodule
-        from builder.train.data.order import make_resumable
-        from builder.train.distributed import finish_launch, launch_env, make_strategy, use_config_launcher
-        from builder.graph.build import build_model
-        from builder.train.loggers import finish, log_run_info, make_loggers
-        from builder.graph.prepare import prepare_model_config
-        from builder.contract import binding
-        from builder.train.resume import first_difference, model_changed
         cfg, run_dir, resumed = self.cfg, self.run_dir, self.resumed
         quiet_lightning_twins()
         if resumed:
-            import warnings
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         plain = OmegaConf.to_container(cfg, resolve=True)
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -186,11 +116,9 @@ class Run:
         if resumed and (diff := first_difference(resumed.config["model"], plain["model"], "model")):
             raise model_changed(resumed.path, diff)  # the same settings, but the data gave other sizes
         if self.rank0:
-            from builder.train.rundir import point_latest
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
             point_latest(run_dir, cfg.get("outputs_dir") or "outputs")  # a run whose data and model are ready
         model = build_model(plain["model"])
-        from builder.train.init_from import starting_weights
         model, extra = starting_weights(model, plain, resumed is not None, self.rank0)  # init_from, adapters
         trainer_cfg = plain["trainer"]
         strategy = make_strategy(trainer_cfg.get("strategy", "auto"), trainer_cfg.get("process_group_timeout"))
@@ -215,13 +143,6 @@ class Run:
         return float(score) if score is not None else float(trainer.callback_metrics.get(task.monitor, float("nan")))
 
     def make_trainer(self, plain: dict[str, Any], strategy: Any, loggers: list[Any], extra: tuple[Any, ...]) -> Any:
-        from hydra.utils import get_class
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        from builder.train.internals import ProgressBar
-        from builder.train.progress import LastCheckpoint, ValidateAtEnd
-        from builder.train.resume import rng_callback
-        from builder.train.safety import AtomicCheckpointIO, StopOnNonFinite, StopOnSignal
         ckpt_dir = self.run_dir / "checkpoints"
         self.best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=self.task.monitor, mode=self.task.mode,
                                     save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
@@ -235,7 +156,6 @@ class Run:
         if kwargs.get("enable_progress_bar", True) and self.rank0:
             callbacks.append(ProgressBar())
         if self.cfg.get("attention_maps"):
-            from builder.train.attention_callback import AttentionMaps
             callbacks.append(AttentionMaps(self.run_dir))
         # every rank draws its own share of each global batch (builder/train/data/order.py), so no DistributedSampler
         return get_class(plain["trainer"]["_target_"])(
@@ -244,7 +164,6 @@ class Run:
 
     def record(self, status: str, seconds: float, value: float | None = None,
                error: BaseException | None = None) -> None:
-        from builder.train.rundir import write_result
         fields: dict[str, Any] = {"status": status, "monitor": getattr(self.task, "monitor", None),
                                   "mode": getattr(self.task, "mode", None), "value": value, "seed": self.cfg.seed,
                                   "steps": int(self.trainer.global_step) if self.trainer is not None else 0,
@@ -256,7 +175,6 @@ class Run:
 
 def in_words(error: BaseException) -> str:
     """What stopped a run, for result.yaml: our own one-line messages as they are, anything else with its kind."""
-    from builder.errors import RunStopped
     if isinstance(error, KeyboardInterrupt):
         return "interrupted by Ctrl-C"
     if isinstance(error, SystemExit):
@@ -273,8 +191,6 @@ def in_words(error: BaseException) -> str:
 def random_seed() -> int:
     """A seed for `seed=null`, recorded in config.yaml and result.yaml so the run can be repeated. Processes
     started by a cluster would each draw their own, so they need a seed given."""
-    import os
-    import secrets
     if any(os.environ.get(k) for k in ("NODE_RANK", "RANK", "LOCAL_RANK", "SLURM_PROCID")):
         raise ConfigError("seed: null draws a seed in each process, and these processes were started apart "
                           "(NODE_RANK, RANK, LOCAL_RANK or SLURM_PROCID is set); give seed=N")
@@ -282,17 +198,11 @@ def random_seed() -> int:
 
 
 def task_for(name: str, strategy: Any) -> type:
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    from builder.train.distributed import fsdp_task
-    from builder.train.tasks import task_class
     cls = task_class(name)
     return fsdp_task(cls) if isinstance(strategy, ModelParallelStrategy) else cls
 
 
 def quiet_lightning_twins() -> None:
-    import logging
-    import warnings
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs newer torch
     warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")  # every rank validates the whole set
     # a sharded layer (a Graph) returns its table of node values, views among them; blocks never write into
@@ -310,19 +220,16 @@ class run_log:
     def __init__(self, run_dir: Path | None):
         self.handler = None
         if run_dir is not None:
-            import logging
             self.handler = logging.FileHandler(run_dir / "train.log")
             self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
 
     def __enter__(self) -> None:
         if self.handler is not None:
-            import logging
             for name in self.names:
                 logging.getLogger(name).addHandler(self.handler)
 
     def __exit__(self, *exc: Any) -> None:
         if self.handler is not None:
-            import logging
             for name in self.names:
                 logging.getLogger(name).removeHandler(self.handler)
             self.handler.close()

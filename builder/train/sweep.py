@@ -3,7 +3,7 @@
 Two Hydra callbacks, set in conf/train.yaml:
 
 SweepCheck (on_multirun_start) composes each trial's config exactly as the launcher will and runs
-`builder.train.run.check_shapes` on it (structure, then shapes on the meta device). For a grid that is every
+`builder.train.check.check_shapes` on it (structure, then shapes on the meta device). For a grid that is every
 combination; for Optuna (conf/sweep) it is every choice and both ends of every range, one parameter at a time.
 Any problem stops the sweep before it launches, each line naming the trial's overrides. It also makes an
 Optuna sweep resumable: the sweep directory exists before Optuna opens its sqlite file there, and the trials
@@ -15,12 +15,21 @@ directory and draws the trials' curves beside it as compare.png (builder/train/c
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from builder.config import register_resolvers
+from builder.errors import ConfigError
+from builder.train.check import check_shapes
+from builder.train.compare import compare
+from builder.train.runs import format_table, summary_rows, write_summary
 
 
 def is_optuna(config: DictConfig) -> bool:
@@ -29,10 +38,6 @@ def is_optuna(config: DictConfig) -> bool:
 
 class SweepCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        from builder.config import register_resolvers
         register_resolvers()
         loader = GlobalHydra.instance().config_loader()
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
@@ -55,7 +60,6 @@ class SweepCheck(Callback):
             sys.exit(2)
         print(f"builder-train: {len(trials)} trial configuration{'s' if len(trials) != 1 else ''} checked "
               f"({'each choice and range end' if is_optuna(config) else 'the whole grid'}), shapes included")
-        import os
         if os.environ.get("BUILDER_CHECK_ONLY"):  # builder-train --check -m ...: nothing is launched
             sys.exit(0)
         if is_optuna(config):
@@ -63,6 +67,7 @@ class SweepCheck(Callback):
 
 
 def grid(parsed: list[Any]) -> list[list[str]]:
+    # deferred: internals imports Lightning, and builder-train loads this module before it checks the config
     from builder.train.internals import grid_trials
     return grid_trials(parsed)
 
@@ -97,8 +102,6 @@ def trial_config(loader: Any, config: DictConfig, overrides: list[str]) -> DictC
 
 
 def trial_problems(loader: Any, config: DictConfig, overrides: list[str]) -> list[str]:
-    from builder.errors import ConfigError
-    from builder.train.run import check_shapes
     try:
         check_shapes(trial_config(loader, config, overrides))
     except ConfigError as e:
@@ -133,8 +136,6 @@ def prepare_optuna(config: DictConfig) -> None:
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from builder.train.compare import compare
-        from builder.train.runs import format_table, summary_rows, write_summary
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = summary_rows(sweep_dir)
         if not rows:
