@@ -57,7 +57,7 @@ def ours_greedy(model, prompt: list[int], new: int) -> tuple[list[int], np.ndarr
 
 def llama_cpp_greedy(path: Path, prompt: list[int], new: int, n_ctx: int) -> tuple[list[int], np.ndarray]:
     from llama_cpp import Llama
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, verbose=False, logits_all=False)
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, verbose=False, logits_all=True)  # scores are kept only then
     llm.eval(prompt)
     first = np.array(llm.scores[llm.n_tokens - 1])
     tokens = []
