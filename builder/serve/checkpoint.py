@@ -8,12 +8,18 @@ run code while loading. The modules a model's config lists under
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from builder.errors import CheckpointError, ConfigError  # noqa: F401 - CheckpointError: this module's error
+from builder.graph.build import build_model
+from builder.plugins import import_modules
+from builder.serve import hf
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer.json"
 
@@ -46,7 +52,7 @@ def locate(path: str | Path) -> Path:
 def read_checkpoint(file: str | Path) -> dict[str, Any]:
     """The checkpoint dict, loaded as plain data; anything else is refused, never unpickled, and named for what
     it is: not a checkpoint at all, a damaged one, an unsafe one (pickled objects), or another program's."""
-    import torch
+    import torch  # deferred: config errors are reported before torch is imported
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - whatever the file is, one line that says so
@@ -85,7 +91,6 @@ def _unreadable(file: Path, error: Exception) -> str:
 def read_config(path: Path) -> tuple[dict[str, Any], str | None]:
     """(config, tokenizer json or None) of a located checkpoint file or export directory, without weights."""
     if path.is_dir():
-        from omegaconf import OmegaConf
         cfg = OmegaConf.to_container(OmegaConf.load(path / CONFIG), resolve=True)
         tok = path / TOKENIZER
         return cfg, tok.read_text() if tok.is_file() else None
@@ -102,14 +107,11 @@ def check_imports(cfg: dict[str, Any], allow_imports: bool, where: Path) -> None
             f"ckpt: {where} needs the Python module(s) {', '.join(modules)} for its blocks, task or data, and "
             "importing a module runs its code; if you trust them, pass allow_imports=true (allow_imports=True in "
             "Python)")
-    from builder.plugins import import_modules
     import_modules(list(cfg.get("imports") or []))
 
 
 def load(path: str | Path, allow_imports: bool = False) -> Loaded:
     """Find, check and load a trained model (see the module docstring for what `path` may be)."""
-    from builder.graph.build import build_model
-    from builder.serve import hf
     if hf.is_hf_dir(path):  # a Hugging Face directory: config.json, safetensors weights, tokenizer.json
         model, cfg, tokenizer = hf.load_dir(path)
         return Loaded(model, cfg, Path(path).expanduser(), tokenizer)
@@ -117,7 +119,7 @@ def load(path: str | Path, allow_imports: bool = False) -> Loaded:
     if file.is_dir():
         cfg, tokenizer = read_config(file)
         check_imports(cfg, allow_imports, file)
-        from safetensors.torch import load_model
+        from safetensors.torch import load_model  # deferred: config errors are reported before torch is imported
         model = build_model(cfg["model"])
         load_model(model, str(file / WEIGHTS), strict=True, device="cpu")
     else:
@@ -133,10 +135,9 @@ def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any], ru
     """A GraphModel built from its config, holding the weights of a task's state dict (whose entries are
     "model.<name>": the task keeps the graph as `self.model`); with the run's adapters (builder/graph/adapters.py)
     when `run_cfg` has them, the base weights read from its init_from when the checkpoint holds adapters only."""
-    import torch
+    import torch  # deferred: config errors are reported before torch is imported
 
-    from builder.graph import adapters
-    from builder.graph.build import build_model
+    from builder.graph import adapters  # deferred: config errors are reported before torch is imported
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
         model = build_model(model_cfg)
         section = (run_cfg or {}).get("adapters") or {}
@@ -156,12 +157,11 @@ def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any], ru
 
 def export(loaded: Loaded, out: str | Path) -> Path:
     """Write model.safetensors + config.yaml (+ tokenizer.json) into `out`; every command reads it as ckpt=out."""
-    from omegaconf import OmegaConf
-    from safetensors.torch import save_model
-    from builder.graph import adapters
+    from safetensors.torch import save_model  # deferred: config errors are reported before torch is imported
+
+    from builder.graph import adapters  # deferred: config errors are reported before torch is imported
     model, config = loaded.model, loaded.config
     if adapters.adapted(model):  # the updates merged into the weights: an export is a plain model
-        import copy
         model, config = adapters.merge(copy.deepcopy(model)), dict(config, adapters={"name": "none"})
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from blocks.rope import inverse_frequencies
 from builder.errors import ConfigError
+from builder.serve.hf_table import Family
 
 FILE = "model.gguf"
 DTYPES = ("float32", "float16")
@@ -36,7 +38,6 @@ LLAMA = {"tok.weight": "token_embd.weight", "norm": "output_norm", "head.weight"
 
 def architecture(model_cfg: dict[str, Any]) -> str:
     """"gpt2" or "llama", or a one-line ConfigError saying why the model has no GGUF form."""
-    from builder.serve.hf_table import Family
     reasons = []
     for arch, family in (("gpt2", "gpt2"), ("llama", "llama"), ("llama", "qwen2")):
         reason = Family(family).fits(model_cfg)
@@ -60,7 +61,7 @@ def byte_symbols() -> dict[int, str]:
 
 def vocabulary(text: str, n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     """(tokens, token types, merges) of a tokenizer.json for llama.cpp's gpt2 tokenizer, padded to n_vocab."""
-    import gguf
+    import gguf  # optional dependency: only with format=gguf
     data = json.loads(text)
     model, pre = data["model"], data.get("pre_tokenizer") or {}
     vocab = dict(model.get("vocab") or {})
@@ -95,7 +96,6 @@ def permute(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 def tensors(model: Any, model_cfg: dict[str, Any], arch: str) -> dict[str, torch.Tensor]:
     """llama.cpp's tensor name -> tensor, from our state dict (a tied LM head written as output.weight too)."""
-    from blocks.rope import inverse_frequencies
     names = GPT2 if arch == "gpt2" else LLAMA
     state = {k.removeprefix("graph."): v.detach().float() for k, v in model.state_dict().items()}
     out = {}
@@ -123,7 +123,7 @@ def tensors(model: Any, model_cfg: dict[str, Any], arch: str) -> dict[str, torch
 def export(loaded: Any, out: str | Path, dtype: str = "float32") -> Path:
     """Write `loaded` (builder.serve.checkpoint.Loaded) as out/model.gguf."""
     try:
-        import gguf
+        import gguf  # optional dependency: only with format=gguf
     except ImportError:
         raise ConfigError("format=gguf: needs the gguf package (pip install gguf)") from None
     model_cfg = loaded.config["model"]

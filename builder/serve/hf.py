@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import CheckpointError, ConfigError
+from builder.graph.build import build_model
 from builder.serve.hf_table import GRAPH_KEYS, Family, architectures, class_names, families, family_names, read_table
 
 CONFIG, WEIGHTS, INDEX, TOKENIZER = "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json"
@@ -93,7 +94,7 @@ class SafetensorsFiles:
             self.files.append((file, 8 + size, header))
 
     def items(self):
-        import torch
+        import torch  # deferred: config errors are reported before torch is imported
         for file, base, header in self.files:
             with open(file, "rb") as f:
                 for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
@@ -124,9 +125,8 @@ def read_weights(path: Path) -> SafetensorsFiles:
 
 def load_dir(path: str | Path) -> tuple[Any, dict[str, Any], str | None]:
     """(model in eval mode, run config, tokenizer.json or None) from an HF directory."""
-    import torch
+    import torch  # deferred: config errors are reported before torch is imported
 
-    from builder.graph.build import build_model
     path = Path(path).expanduser()
     cfg = run_config(path)
     _, family = family_of(path)
@@ -152,8 +152,9 @@ def family_for(model_cfg: dict[str, Any]) -> Family:
 
 def export(loaded: Any, out: str | Path) -> Path:
     """Write `loaded` (builder.serve.checkpoint.Loaded) as a Hugging Face directory; returns it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # deferred: config errors are reported before torch is imported
 
+    # deferred: config errors are reported before numpy and tokenizers are imported
     from builder.tokenizer import Tokenizer
     model_cfg = loaded.config["model"]
     family = family_for(model_cfg)

@@ -41,7 +41,10 @@ import json
 import re
 from typing import Any
 
-from builder.config import CONF_DIR
+import yaml
+from omegaconf import OmegaConf
+
+from builder.config import CONF_DIR, compose, resolve
 from builder.errors import CheckpointError, ConfigError
 
 TABLES = CONF_DIR / "hf"
@@ -55,7 +58,6 @@ def family_names() -> list[str]:
 
 @functools.cache
 def read_table(name: str) -> dict[str, Any]:
-    import yaml
     table = yaml.safe_load((TABLES / f"{name}.yaml").read_text())
     parent = table.pop("extends", None)
     return table if parent is None else _merge(read_table(parent), table)
@@ -133,9 +135,6 @@ class Family:
 
     def run_config(self, variables: dict[str, Any]) -> dict[str, Any]:
         """The resolved run config (the table's task and data) of our model with these variables and the fixed ones."""
-        from omegaconf import OmegaConf
-
-        from builder.config import resolve
         cfg = OmegaConf.create(_composed(self.model, self.task["name"], self.data))
         cfg.task.merge_with({k: v for k, v in self.task.items() if k != "name"})
         for key, value in {**variables, **self.set}.items():
@@ -171,7 +170,7 @@ class Family:
         is asked for); every tensor must have a place and every parameter a tensor. With `into_model` each
         tensor is copied into the model's own parameter as it arrives, so a loaded model never holds the weights
         twice (builder/serve/hf.py reads a file a tensor at a time), and {} is returned."""
-        import torch
+        import torch  # deferred: config errors are reported before torch is imported
         params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}  # the parameters' storage
         out: dict[str, Any] = params if into_model else {}
         problems, filled = [], {}
@@ -222,7 +221,7 @@ class Family:
 
     def weights_out(self, model: Any) -> dict[str, Any]:
         """HF tensors from our model (a tied matrix once, under its first name in the table)."""
-        import torch
+        import torch  # deferred: config errors are reported before torch is imported
         params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}
         out, written = {}, set()  # (data_ptr, part or None) of what is out
         for _, hf, ours, transpose, piece in self.tensors:
@@ -264,9 +263,6 @@ class Family:
 @functools.cache
 def _composed(model: str, task: str = "language_model", data: str = "text") -> dict[str, Any]:
     """The unresolved run config of `model=NAME` with this task and data source, as plain data (composed once)."""
-    from omegaconf import OmegaConf
-
-    from builder.config import compose
     return OmegaConf.to_container(compose([f"model={model}", f"data={data}", f"task={task}"]), resolve=False)
 
 

@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from blocks.attention import Attention, build_mask, merge_heads
 from blocks.rope import Rotary
+from builder.contract import context_length, vocabulary
 from builder.errors import ConfigError
+from builder.graph import adapters
+from builder.graph.assemble import GraphModel
 
 FILE = "model.onnx"
 OPSET = 17
@@ -83,8 +87,6 @@ class Outputs(nn.Module):
 
 def plain_model(model: nn.Module) -> nn.Module:
     """A copy of a built graph model without the speed tricks or adapters, with the export forms above."""
-    from builder.graph import adapters
-    from builder.graph.assemble import GraphModel
     with torch.random.fork_rng(devices=[]):
         copy = GraphModel(model.spec)
     copy.load_state_dict(adapters.merged_state(model), strict=True)
@@ -100,7 +102,6 @@ def plain_model(model: nn.Module) -> nn.Module:
 
 def example_sizes(model: nn.Module, smaller: bool = False) -> dict[str, int]:
     """A size for each named dimension (7, or less where a position table is shorter; 2 for batch), or one less."""
-    from builder.contract import context_length
     sizes: dict[str, int] = {}
     for name, spec in model.input_specs.items():
         limit = context_length(model.spec, name) or EXAMPLE["other"]
@@ -113,7 +114,6 @@ def example_sizes(model: nn.Module, smaller: bool = False) -> dict[str, int]:
 
 def example_inputs(model: nn.Module, sizes: dict[str, int] | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
     """Inputs of the model's declared shapes: token ids below each embedding's size, no padding, normal floats."""
-    from builder.contract import vocabulary
     g = torch.Generator().manual_seed(seed)
     sizes = {**example_sizes(model), **(sizes or {})}
     out = {}
@@ -144,7 +144,6 @@ def dynamic_axes(model: nn.Module, outputs: tuple[torch.Tensor, ...], names: lis
 
 def export(loaded: Any, out: str | Path) -> Path:
     """Write `loaded` (builder.serve.checkpoint.Loaded) as out/model.onnx (+ config.yaml, tokenizer.json)."""
-    from omegaconf import OmegaConf
     model = plain_model(loaded.model)
     inputs = example_inputs(model)
     names = list(model.output_names)
