@@ -51,7 +51,7 @@ def val_loss_of(path, run_dir):
     """The val/loss of the model at `path` on the run's validation data (its data config and tokenizer)."""
     from omegaconf import OmegaConf
 
-    from builder.cli.eval import evaluate
+    from builder.train.evaluate import evaluate
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     return evaluate(checkpoint.load(path).model, cfg)["val/loss"]
 

@@ -5,7 +5,11 @@ Values are parsed like Hydra overrides (OmegaConf.from_dotlist), so `input=[32,1
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from builder.errors import ConfigError, suggest
 from builder.settings import REQUIRED, Setting  # noqa: F401 - REQUIRED is the commands' marker too
@@ -33,8 +37,6 @@ def parse_args(argv: list[str], spec: dict[str, Any], groups: tuple[str, ...] = 
     Dotted keys under one of `groups` (e.g. `data.seed=3`) are returned nested under the group, to be checked
     by the command against the config they override.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
     problems = []
     known = list(spec) + [f"{g}." for g in groups]
     for arg in argv:
@@ -77,7 +79,6 @@ def apply_overrides(cfg: dict[str, Any], overrides: dict[str, Any], path: str) -
             else:
                 base[key] = value
 
-    import copy
     out = copy.deepcopy(cfg)
     merge(out, overrides, path)
     if problems:

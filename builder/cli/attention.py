@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+
 from builder.cli import command
 from builder.cli.args import parse_args
 from builder.cli.example import example, split_verbatim
-from builder.errors import ConfigError
+from builder.errors import ConfigError, suggest
+from builder.graph.attention import capture_attention, coloured, last_token_attention, save_heatmaps, token_axes
+from builder.serve.api import load
 from builder.settings import S
 
 SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
@@ -31,10 +35,6 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str]) -> None:
     raw, rest = split_verbatim(argv)
     args = parse_args(rest, SPEC)
-    from rich.console import Console
-
-    from builder.serve.api import load
-    from builder.graph.attention import capture_attention, coloured, last_token_attention, save_heatmaps, token_axes
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if model.task not in ("language_model", "seq2seq"):
         raise ConfigError(f"ckpt: builder-attention needs a GPT or translation model; this one's task is '{model.task}'")
@@ -44,7 +44,6 @@ def _main(argv: list[str]) -> None:
         raise ConfigError("ckpt: this model has no attention blocks")
     layer = args["layer"] or list(maps)[-1]
     if layer not in maps:
-        from builder.errors import suggest
         raise ConfigError(f"layer: no attention node '{layer}'{suggest(layer, maps)}; nodes: {', '.join(maps)}")
     head = args["head"]
     heads = maps[layer].shape[1]

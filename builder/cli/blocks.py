@@ -10,9 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
 from builder.cli import command
 from builder.cli.args import take_raw
 from builder.errors import ConfigError
+from builder.graph import registry
+from builder.graph.schema import model_schema
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,8 +29,6 @@ def _main(argv: list[str]) -> None:
     mine, rest = take_raw(argv, ("imports", "schema"))
     if rest:
         raise ConfigError(f"{rest[0]}: unknown argument; builder-blocks takes imports=[...] and schema=PATH")
-    from builder.graph import registry
-    from builder.graph.schema import model_schema
     imports = [m.strip() for m in mine.get("imports", "").strip("[]").split(",") if m.strip()]
     blocks = registry.registry(imports)
     _print(blocks)
@@ -39,9 +43,6 @@ def _main(argv: list[str]) -> None:
 
 
 def _print(blocks: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
     table = Table(title=f"{len(blocks)} registered blocks", title_justify="left", show_lines=False)
     for col in ("block", "ports", "arguments", "description"):
         table.add_column(col, overflow="fold")

@@ -15,6 +15,7 @@ from pathlib import Path
 from builder.cli import command
 from builder.cli.args import parse_args
 from builder.errors import ConfigError
+from builder.train.compare import compare
 
 SPEC = {"out": None, "metrics": None}
 
@@ -32,7 +33,6 @@ def _main(argv: list[str]) -> None:
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     out = Path(args["out"]) if args["out"] else (Path(dirs[0]) if len(dirs) == 1 else Path("outputs")) / "compare.png"
-    from builder.train.compare import compare
     picture, table = compare(dirs, out, metrics)
     print(table)
     print(f"picture: {picture}")

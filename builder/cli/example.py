@@ -11,6 +11,8 @@ import torch
 from builder.cli.args import take_raw
 from builder.cli.generate import read_prompt
 from builder.errors import ConfigError
+from builder.pairs import encode_all, special_ids
+from builder.serve.api import as_input
 
 VERBATIM = ("prompt", "prompt_file", "text", "target")
 
@@ -34,7 +36,6 @@ def example(model: Any, raw: dict[str, str], values: Any) -> Example:
         name = roles.inputs["tokens"]
         return Example({name: torch.tensor([ids])}, {name: [model.tokenizer.decode([i]) for i in ids]})
     if task == "seq2seq":
-        from builder.pairs import encode_all, special_ids
         if "text" not in raw:
             raise ConfigError("text: required for a translation model (text=\"...\")")
         target = raw.get("target")
@@ -49,6 +50,5 @@ def example(model: Any, raw: dict[str, str], values: Any) -> Example:
                                 roles.inputs["target"]: [model.tgt_tok.decode([i]) or "<s>" for i in tgt]})
     if values is None:
         raise ConfigError("input: required, e.g. input=[32,107,56,11.2]")
-    from builder.serve.api import as_input
     name = roles.inputs["features"] if "features" in roles.inputs else model.model.input_names[0]
     return Example({name: as_input("input", values, name, model.model.input_specs[name], one_row=True)})

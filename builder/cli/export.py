@@ -17,6 +17,7 @@ from __future__ import annotations
 from builder.cli import command
 from builder.cli.args import parse_args
 from builder.errors import ConfigError
+from builder.serve import checkpoint, hf
 from builder.settings import S
 
 SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file, export or Hugging Face directory"),
@@ -37,21 +38,19 @@ def _main(argv: list[str]) -> None:
     if args["dtype"] != "float32" and args["format"] != "gguf":
         raise ConfigError(f"dtype: {args['dtype']} applies to format=gguf only; format={args['format']} writes "
                           "the weights as they are")
-    from builder.graph import adapters
-    from builder.serve import checkpoint
+    from builder.graph import adapters  # deferred: config errors are reported before torch is imported
     loaded = checkpoint.load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if adapters.adapted(loaded.model):  # every format gets plain weights
         adapters.merge(loaded.model)
         loaded.config = dict(loaded.config, adapters={"name": "none"})
     out, kind = str(args["out"]), args["format"]
     if kind == "hf":
-        from builder.serve import hf
         written = hf.export(loaded, out)
     elif kind == "onnx":
-        from builder.serve import onnx
+        from builder.serve import onnx  # deferred: config errors are reported before torch is imported
         written = onnx.export(loaded, out)
     elif kind == "gguf":
-        from builder.serve import gguf
+        from builder.serve import gguf  # deferred: config errors are reported before torch is imported
         written = gguf.export(loaded, out, args["dtype"])
     else:
         written = checkpoint.export(loaded, out)

@@ -14,9 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from builder.cli import command
 from builder.cli.args import take_raw
+from builder.config import CONF_DIR, compose, config_dirs, register_resolvers
 from builder.errors import ConfigError
+from builder.graph.build import check_structure
+from builder.graph.prepare import prepare_model_config
+from builder.serve import hf
+from builder.serve.checkpoint import CheckpointError, check_imports, locate, read_config
 
 DEFAULT_OUT = Path("outputs") / "plans"
 MODEL_KEYS = ("inputs", "nodes", "outputs")
@@ -25,9 +32,6 @@ MODEL_KEYS = ("inputs", "nodes", "outputs")
 def load_model_config(args: list[str], ckpt: str | None = None, allow_imports: bool = False) -> tuple[object, str]:
     """The model config (unresolved) and a name for it: from a checkpoint, a YAML file, or composed like
     builder-train."""
-    from omegaconf import OmegaConf
-
-    from builder.config import compose, config_dirs, register_resolvers
     register_resolvers()
     files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
     if ckpt is not None and files:
@@ -49,9 +53,6 @@ def load_model_config(args: list[str], ckpt: str | None = None, allow_imports: b
 
 def model_of_file(path: Path) -> tuple[Any, str]:
     """A bare model config, or the `model` section of a run's (or an export's) stored config.yaml."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from builder.config import CONF_DIR
     if not path.is_file() and not path.is_absolute() and (CONF_DIR.parent / path).is_file():
         path = CONF_DIR.parent / path  # conf/model/gpt.yaml names a shipped config from any directory
     if not path.is_file():
@@ -72,8 +73,6 @@ def model_of_file(path: Path) -> tuple[Any, str]:
 def stored_model(ckpt: str, allow_imports: bool) -> tuple[dict[str, Any], str]:
     """The model section of a trained model's config (a run directory, .ckpt file, export or Hugging Face
     directory), read without its weights."""
-    from builder.serve import hf
-    from builder.serve.checkpoint import CheckpointError, check_imports, locate, read_config
     if not ckpt:
         raise ConfigError("ckpt: empty; give a run directory, a .ckpt file or an export directory")
     path = Path(ckpt).expanduser()
@@ -98,10 +97,9 @@ def _main(argv: list[str]) -> None:
     if allow not in ("true", "false"):
         raise ConfigError(f"allow_imports: expected true or false, got '{mine['allow_imports']}'")
     cfg, name = load_model_config(overrides, mine.get("ckpt"), allow == "true")
-    from builder.graph.build import check_structure
-    from builder.graph.prepare import prepare_model_config
     model_cfg = prepare_model_config(cfg)
     spec = check_structure(model_cfg)  # structural errors print here, before torch is imported
+    # deferred: config errors are reported before torch is imported
     from builder.graph.plan import make_plan, print_table, write_diagrams
     plan = make_plan(spec, quick=True)  # this process checks, prints and exits
     print_table(plan, f"plan of {name}", trainable_row(cfg, spec, plan))
@@ -112,9 +110,8 @@ def _main(argv: list[str]) -> None:
 
 def trainable_row(cfg: Any, spec: Any, plan: Any) -> str | None:
     """With `adapters=lora`: the adapters' parameters (the ones that train) of the total with them."""
-    from omegaconf import OmegaConf
     section = OmegaConf.to_container(cfg.adapters, resolve=True) if OmegaConf.is_dict(cfg.get("adapters")) else {}
-    from builder.graph import adapters
+    from builder.graph import adapters  # deferred: config errors are reported before torch is imported
     if not adapters.enabled(section):
         return None
     added, layers = adapters.plan_counts(spec, section)

@@ -29,6 +29,7 @@ def _main(argv: list[str]) -> None:
     args = parse_args(rest, SPEC)
     if args["input"] is None and "text" not in raw:
         raise ConfigError("input: required, e.g. input=[32,107,56,11.2] (or text=\"...\" for a classifier of texts)")
+    # deferred: config errors are reported before torch is imported
     from builder.serve.api import Classifier, as_input, load
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if not isinstance(model, Classifier):

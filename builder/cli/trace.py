@@ -14,6 +14,8 @@ from builder.cli import command
 from builder.cli.args import parse_args
 from builder.cli.example import example, split_verbatim
 from builder.errors import ConfigError
+from builder.graph.trace import format_steps, trace
+from builder.serve.api import load
 from builder.settings import S
 
 SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
@@ -31,8 +33,6 @@ def _main(argv: list[str]) -> None:
     args = parse_args(rest, SPEC)
     if args["format"] not in ("text", "json"):
         raise ConfigError(f"format: '{args['format']}' is not text or json")
-    from builder.serve.api import load
-    from builder.graph.trace import format_steps, trace
     model = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     ex = example(model, raw, args["input"])
     try:

@@ -14,6 +14,7 @@ import sys
 from builder.cli import command
 from builder.cli.args import parse_args
 from builder.errors import ConfigError
+from builder.serve.checkpoint import load
 from builder.settings import S
 
 SPEC = {"ckpt": S("Any", doc="a run directory, .ckpt file or export directory"),
@@ -32,12 +33,11 @@ def _main(argv: list[str]) -> None:
     args = parse_args(argv, SPEC, usage=USAGE)
     if int(args["num_beams"]) < 1 or int(args["batch_size"]) < 1:
         raise ConfigError("num_beams and batch_size must be at least 1")
-    from builder.serve.checkpoint import load
-    from builder.serve.translation import Translator
     loaded = load(str(args["ckpt"]), allow_imports=bool(args["allow_imports"]))
     if loaded.config["task"]["name"] != "seq2seq":
         raise ConfigError(f"ckpt: builder-translate needs a seq2seq model; this one's task is "
                           f"'{loaded.config['task']['name']}'")
+    from builder.serve.translation import Translator  # deferred: config errors are reported before torch is imported
     model = Translator(loaded)
     lines = [str(args["text"])] if args["text"] is not None else sys.stdin.read().splitlines()
     try:
