@@ -6,6 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from builder.errors import ConfigError, suggest
 
 # the shipped configs: builder/conf in an installed package, conf/ beside builder/ in the repository
@@ -24,7 +29,6 @@ def _calc(expr: Any) -> int | float:
 
 
 def register_resolvers() -> None:
-    from omegaconf import OmegaConf
     if not OmegaConf.has_resolver("calc"):
         OmegaConf.register_new_resolver("calc", _calc)
 
@@ -49,9 +53,6 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
             dirs: list[Path] | tuple[Path, ...] = ()) -> Any:
     """The composed (unresolved) config, as `builder-train` would see it, without creating run directories;
     `dirs` are a user's config directories, searched as `--config-dir` makes Hydra search them."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
     register_resolvers()
     search = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
     try:
@@ -94,7 +95,6 @@ def _suggest_key(dotted: str, overrides: list[str], dirs: Any = ()) -> str:
 
 def resolve(cfg: Any, path: str) -> Any:
     """Plain Python data from a DictConfig/ListConfig/plain value; every broken interpolation is reported."""
-    from omegaconf import DictConfig, ListConfig
     register_resolvers()
     problems: list[str] = []
 

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from builder import settings
+from builder.config import CONF_DIR
 from builder.errors import suggest
+from builder.graph import registry
 from builder.plugins import DATA, TASKS
 
 MODES = ("min", "max")
@@ -62,7 +66,6 @@ def _check_settings(values: Any, schema: Any, path: str, skip: tuple[str, ...] =
     """`values` against a task's or data source's typed settings (none declared: any keys pass)."""
     if schema is None:
         return []
-    from omegaconf import DictConfig, OmegaConf
     try:
         plain = OmegaConf.to_container(values, resolve=True) if isinstance(values, DictConfig) else dict(values)
     except Exception:  # noqa: BLE001 - a broken interpolation is reported with its path elsewhere
@@ -90,9 +93,6 @@ def binding(task_cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     binding gets the shipped task config's names, which are the names its model was built with."""
     found = {g: dict(task_cfg.get(g) or {}) for g in GROUPS}
     if any(task_cfg.get(g) is None for g in GROUPS):
-        from omegaconf import OmegaConf
-
-        from builder.config import CONF_DIR
         shipped = CONF_DIR / "task" / f"{task_cfg['name']}.yaml"
         if shipped.is_file():
             defaults = OmegaConf.to_container(OmegaConf.load(shipped))
@@ -201,7 +201,6 @@ def _origin(spec: Any, source: str, repeat: Any) -> str | None:
 
 def trait_nodes(spec: Any, trait: str):
     """(node, its trait value, enclosing repeat or None) for every block node whose block has `trait`."""
-    from builder.graph import registry
     for _, node, repeat in _block_nodes(spec):
         value = registry.get(node.block).traits.get(trait)
         if value is not None:
@@ -228,7 +227,6 @@ def output_vocabulary(spec: Any, output_name: str) -> int | None:
     node = spec.graph.nodes.get(spec.outputs.get(output_name))
     if node is None or node.body is not None:
         return None
-    from builder.graph import registry
     arg = registry.get(node.block).traits.get("vocabulary")
     return int(node.args[arg]) if arg and arg in node.args else None
 
@@ -239,7 +237,6 @@ def attention_inputs(spec: Any, qualified: str) -> tuple[str | None, str | None]
     node, repeat = spec.graph.nodes[top], None
     if rest:
         repeat, node = node, node.body.nodes[rest[-1]]
-    from builder.graph import registry
     ports = registry.get(node.block).traits["attention"]
     queries = _origin(spec, node.inputs[ports[0]], repeat)
     keys = _origin(spec, node.inputs[ports[1]], repeat) if len(ports) > 1 else queries

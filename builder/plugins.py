@@ -17,6 +17,7 @@ config lists `imports:` loads only with allow_imports=true.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -73,8 +74,7 @@ class Registry:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
-        from importlib.metadata import entry_points
-        for ep in entry_points(group=self.group):
+        for ep in importlib.metadata.entry_points(group=self.group):
             ep.load()  # an installed package's module registers its entries on import
 
 

@@ -11,8 +11,11 @@ here; Lightning's Trainer arguments are checked against its own signature, read 
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from builder.errors import suggest
@@ -225,9 +228,6 @@ DATA = {
 def trainer_arguments() -> dict[str, Setting]:
     """lightning.Trainer's keyword arguments with their annotations and defaults, read from its source (so a
     config is checked without importing Lightning), the ranges above taking precedence."""
-    import ast
-    import importlib.util
-    from pathlib import Path
     spec = importlib.util.find_spec("lightning")  # a top-level package is located without being imported
     source = Path(spec.origin).parent / "pytorch" / "trainer" / "trainer.py" if spec and spec.origin else None
     if source is None or not source.is_file():

@@ -8,6 +8,7 @@ A tokenizer.json written by another tool (Hugging Face GPT-2's) loads the same w
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
@@ -161,7 +162,6 @@ def read_json(path: Path) -> tuple[str, Any]:
 def describe_missing(missing: list[str], text: str | Mapping[str, int], where: str, shown: int = 8) -> str:
     """"3 distinct characters {where}: 'é' 40 times, ..." for the characters of `text` a tokenizer lacks, most
     frequent first; `text` may instead be the counts of those characters (of a corpus read in pieces)."""
-    from collections import Counter
     if isinstance(text, Mapping):
         count = lambda c: text.get(c, 0)  # noqa: E731
     else:

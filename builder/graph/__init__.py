@@ -11,6 +11,6 @@ __all__ = ["build_model", "check_structure"]
 def __getattr__(name: str):
     # `import builder` stays light: the registry is read on every config check, the rest on demand
     if name in __all__:
-        from builder.graph import build
+        from builder.graph import build  # deferred: `import builder` reads only the registry
         return getattr(build, name)
     raise AttributeError(name)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from builder.errors import ConfigError
+from builder.graph.assemble import GraphModel, block_modules
 
 KEYS = ("lora_a", "lora_b")
 
@@ -75,7 +76,6 @@ def targets(model: nn.Module, cfg: dict[str, Any]) -> dict[str, nn.Linear]:
                   and any(n == x or n.startswith(x + ".") for x in named)}
         where = f"adapters.targets[{i}]: '{target}'"
         if not named:
-            from builder.graph.assemble import block_modules
             problems.append(f"{where} names no node or layer of the model; its nodes: "
                             f"{_shown(list(block_modules(model.graph, model.spec.graph)))}")
         elif not layers:
@@ -166,7 +166,6 @@ def describe(model: nn.Module, cfg: dict[str, Any] | None = None) -> str:
 
 def plan_counts(spec: Any, cfg: dict[str, Any]) -> tuple[int, int]:
     """(adapter parameters, adapted layers) of a model spec, from its shapes alone (built on the meta device)."""
-    from builder.graph.assemble import GraphModel
     with torch.device("meta"):
         model = GraphModel(spec)
     layers = targets(model, cfg)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from rich.text import Text
 
 from builder.contract import attention_inputs
 from builder.graph.assemble import GraphModel, block_modules
@@ -39,9 +40,9 @@ def capture_attention(model: GraphModel, run: Callable[[], Any]) -> dict[str, to
 def save_heatmaps(maps: dict[str, torch.Tensor], queries: list[str], keys: dict[str, list[str]] | list[str],
                   out: Path, title: str = "") -> list[Path]:
     """One PNG per attention node: a grid of heads, query tokens down, key tokens across (batch row 0)."""
-    import matplotlib
-    matplotlib.use("Agg")  # files, never a window; imported here: drawing is rarely asked for
-    import matplotlib.pyplot as plt
+    import matplotlib  # deferred: pyplot is imported once the Agg backend is chosen, and only to draw
+    matplotlib.use("Agg")  # files, never a window
+    import matplotlib.pyplot as plt  # deferred: after the backend is chosen
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, w in maps.items():
@@ -85,7 +86,6 @@ def last_token_attention(w: torch.Tensor, head: int | None = None) -> torch.Tens
 
 def coloured(tokens: list[str], weights: torch.Tensor) -> Any:
     """A rich Text of the tokens, each on a background as strong as its (max-normalised) weight."""
-    from rich.text import Text
     text = Text()
     top = float(weights.max()) or 1.0
     for tok, w in zip(tokens, weights.tolist()):

@@ -21,13 +21,13 @@ def build_model(model_cfg: Any, root: str = "model", check_shapes: bool = True, 
     """A GraphModel (torch.nn.Module) from a model config."""
     spec = check_structure(model_cfg, root)
     if check_shapes:
-        from builder.graph.shapes import infer_shapes
+        from builder.graph.shapes import infer_shapes  # deferred: config errors are reported before torch is imported
         infer_shapes(spec)  # raises ConfigError on a shape mismatch
-    import torch
+    import torch  # deferred: config errors are reported before torch is imported
 
-    from builder.graph import fast
-    from builder.graph.assemble import GraphModel
-    from builder.graph.init import initialise
+    from builder.graph import fast  # deferred: config errors are reported before torch is imported
+    from builder.graph.assemble import GraphModel  # deferred: config errors are reported before torch is imported
+    from builder.graph.init import initialise  # deferred: config errors are reported before torch is imported
     with torch.device(device or "cpu"):
         model = GraphModel(spec)
     initialise(model, spec)

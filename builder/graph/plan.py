@@ -7,6 +7,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
 from builder.graph.shapes import NodeInfo, example_sizes, human, infer_shapes
 from builder.graph.spec import GraphSpec, ModelSpec
 
@@ -59,9 +63,6 @@ def _rows(plan: Plan, graph: GraphSpec, prefix: str, indent: str, out: list) -> 
 
 def print_table(plan: Plan, title: str, trainable: str | None = None) -> None:
     """The node table; `trainable`, when some parameters are frozen, is shown under the total."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
     table = Table(title=title, title_justify="left")
     for col, just in (("node", "left"), ("block", "left"), ("output shape", "left"), ("parameters", "right")):
         table.add_column(col, justify=just)

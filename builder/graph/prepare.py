@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from builder.config import resolve
 
 PLACEHOLDER_SIZE = 256
@@ -14,7 +16,6 @@ PLACEHOLDER_SIZE = 256
 
 def prepare_model_config(cfg: Any, sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Resolve `cfg.model` to plain data; `auto` variables take `sizes[name]` (or a placeholder)."""
-    from omegaconf import OmegaConf
     if not OmegaConf.is_dict(cfg.model):
         return cfg.model if not OmegaConf.is_config(cfg.model) else OmegaConf.to_container(cfg.model)  # reported
     raw = OmegaConf.to_container(cfg.model, resolve=False)

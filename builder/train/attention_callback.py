@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from PIL import Image
 
-from builder.graph.attention import capture_attention, save_heatmaps
+from builder.graph.attention import capture_attention, save_heatmaps, token_axes
+from builder.train.distributed import rank_zero_model
 
 MAX_TOKENS = 48  # longer examples are cut: a heatmap of more tokens than this is unreadable
 
@@ -52,8 +55,6 @@ class AttentionMaps(L.Callback):
         found = example_of(task, self.batch)
         if found is None:
             return
-        from builder.graph.attention import token_axes
-        from builder.train.distributed import rank_zero_model
         inputs, tokens = found
         with rank_zero_model(task) as model:
             if model is None:
@@ -69,8 +70,6 @@ class AttentionMaps(L.Callback):
                 for p in paths:
                     logger.log_image(key=f"attention/{p.stem}", images=[str(p)], step=trainer.global_step)
             elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
-                import numpy as np
-                from PIL import Image
                 for p in paths:
                     image = np.asarray(Image.open(p).convert("RGB"))
                     logger.experiment.add_image(f"attention/{p.stem}", image, trainer.global_step, dataformats="HWC")

@@ -81,7 +81,7 @@ def compare(paths: list[str | Path], out: Path, metrics: list[str] | None = None
 
 
 def colours(n: int) -> list[Any]:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: draw() chooses the backend first
     if n <= 10:
         return [plt.get_cmap("tab10")(i) for i in range(n)]
     if n <= 20:
@@ -92,9 +92,9 @@ def colours(n: int) -> list[Any]:
 def draw(rows: list[dict[str, Any]], curves: dict[str, dict[str, tuple[list[float], list[float]]]],
          metrics: list[str], out: Path) -> Path:
     """One panel per metric (x: step), and the table of `rows` (best first) with each run's colour."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib  # deferred: pyplot is imported once the Agg backend is chosen, and only to draw
+    matplotlib.use("Agg")  # files, never a window
+    import matplotlib.pyplot as plt  # deferred: after the backend is chosen
 
     colour = dict(zip([r["run"] for r in rows], colours(len(rows))))
     table_height = 0.28 * (len(rows) + 1) + 0.2

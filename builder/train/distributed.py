@@ -32,6 +32,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from builder.errors import RunStopped
 from builder.graph.assemble import Repeat
+from builder.serve.checkpoint import model_with_weights
 from builder.train.internals import (
     SubprocessScriptLauncher,
     launcher,
@@ -176,7 +177,6 @@ def rank_zero_model(task: Any) -> Iterator[Any]:
         state = trainer.strategy.lightning_module_state_dict()  # a collective: whole tensors on rank 0 only
         model = None
         if trainer.global_rank == 0:
-            from builder.serve.checkpoint import model_with_weights
             model = model_with_weights(task.cfg["model"], state).to(task.device)
         was_training = False
     else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 # dense bf16/fp16 Tensor Core FLOP/s, by a name that appears in torch.cuda.get_device_name()
 PEAK_16BIT = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12,
               "L4": 121e12, "A10G": 70e12, "A10": 125e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12}
@@ -20,7 +22,6 @@ def peak_flops(trainer_cfg: dict[str, Any], device: Any) -> float | None:
         return float(trainer_cfg["peak_flops"])
     if getattr(device, "type", None) != "cuda" or "16" not in str(trainer_cfg.get("precision")):
         return None
-    import torch
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_16BIT.items() if key in name), None)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -45,7 +46,6 @@ def align_logging_step(trainer: Any) -> None:
 
 def grid_trials(parsed: list[Any]) -> list[list[str]]:
     """Every trial of a grid sweep, as Hydra's basic sweeper would launch them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     return [list(t) for batch in BasicSweeper.split_arguments(parsed, None) for t in batch]
 
 

@@ -9,7 +9,11 @@ import math
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from torch import nn
+
+from builder.errors import ConfigError
 
 # Modules whose weights are never decayed, whatever their shape: shrinking an embedding table or a norm's
 # gain towards zero is not a useful prior.
@@ -78,12 +82,9 @@ SCHEDULES = ("cosine", "inverse_sqrt")
 
 def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: int) -> tuple[Any, Any]:
     """(optimizer, LambdaLR) for `model`; `total_steps` (optimizer steps) is the default decay length."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
     try:
         make = instantiate(optim_cfg["optimizer"], _convert_="all")  # lists stay lists: checkpoints hold plain data
     except InstantiationException as e:
-        from builder.errors import ConfigError
         raise ConfigError(f"optim.optimizer._target_: {str(e).splitlines()[0]}") from None
     groups = param_groups(model, float(optim_cfg.get("weight_decay", 0.0)))
     for g in groups:
@@ -92,7 +93,6 @@ def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: in
     try:
         optimizer = make([g for g in groups if g["params"]], lr=lr)
     except Exception as e:  # noqa: BLE001 - the optimiser refusing its arguments: one line, keyed
-        from builder.errors import ConfigError
         raise ConfigError(f"optim.optimizer: {optim_cfg['optimizer'].get('_target_')} refused its arguments: "
                           f"{str(e).splitlines()[0]}") from None
     decay_steps = optim_cfg.get("decay_steps") or total_steps

@@ -13,6 +13,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
+from builder.train.safety import StopOnNonFinite, check_weights
+
 
 class ValidateAtEnd(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
@@ -31,7 +33,6 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._saved_at:
-            from builder.train.safety import StopOnNonFinite, check_weights
             guard = next((c for c in trainer.callbacks if isinstance(c, StopOnNonFinite)), None)
             if guard is not None:
                 check_weights(trainer, trainer.lightning_module, guard)

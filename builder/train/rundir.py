@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from builder.errors import ConfigError
@@ -69,7 +70,6 @@ def resume_dir(resume: str, outputs_dir: str = "outputs") -> Path:
 
 def hydra_job() -> tuple[Path | None, list[str], bool]:
     """(Hydra's job directory, the job's command-line overrides, whether this is a multirun) or (None, [], False)."""
-    from hydra.core.hydra_config import HydraConfig
     if not HydraConfig.initialized():
         return None, [], False
     hydra = HydraConfig.get()

@@ -14,7 +14,6 @@ NOT_PARAMS = ("run_dir", "resume", "outputs_dir")  # where a run lives, not what
 
 
 def run_overrides(run_dir: Path) -> list[str]:
-    from omegaconf import OmegaConf
     file = Path(run_dir) / "overrides.yaml"
     return [str(o) for o in OmegaConf.load(file)] if file.is_file() else []
 

@@ -14,8 +14,12 @@ import glob
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any, Iterable, Iterator
 
+from tqdm import tqdm
+
+from builder.config import CONF_DIR
 from builder.errors import ConfigError
 
 BLOCK = 1 << 21  # bytes read, decoded and encoded at a time
@@ -25,7 +29,6 @@ BOM = b"\xef\xbb\xbf"
 
 def default_text() -> str:
     """CPython's documentation topics (what `help("assert")` shows): ~465 KB of English and code."""
-    from pydoc_data.topics import topics
     return "\n\n".join(topics.values())
 
 
@@ -112,7 +115,6 @@ class TextSource:
 
 def progress(desc: str, total: int | None) -> Any:
     """A bar with bytes done, MB/s and time left; shown once a pass takes longer than a second."""
-    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, delay=1.0, dynamic_ncols=True)
 
 
@@ -216,7 +218,6 @@ class Corpus:
 def find_path(path: str) -> Path:
     """A relative path is looked up in the working directory, then in the project root (where conf/ is),
     so presets that name files beside the repository work from any directory."""
-    from builder.config import CONF_DIR
     p = Path(path).expanduser()
     candidates = [p] if p.is_absolute() else [p, CONF_DIR.parent / p]
     for c in candidates:
@@ -230,7 +231,6 @@ def find_files(path: str) -> tuple[list[Path], str]:
     """The files of data.path (a file, a directory: every file under it, or a glob), sorted, and how to name
     them in errors."""
     if glob.has_magic(path):
-        from builder.config import CONF_DIR
         p = Path(path).expanduser()
         for root in ([None] if p.is_absolute() else [Path.cwd(), CONF_DIR.parent]):
             pattern = str(p if root is None else root / p)

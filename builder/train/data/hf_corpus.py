@@ -28,7 +28,7 @@ class RowsSource:
         self.size = None if streaming else self.arrow_size()
 
     def arrow_size(self) -> int:
-        import pyarrow.compute as pc
+        import pyarrow.compute as pc  # optional dependency: comes with datasets, only with data.hf_dataset
         total, rows = 0, 0
         for table in self.ds.with_format("arrow").iter(batch_size=1 << 16):  # offsets only: no text is copied
             total += pc.sum(pc.binary_length(table[self.column])).as_py() or 0
@@ -82,7 +82,7 @@ def open_hf_dataset(spec: Any, separator: str) -> Corpus:
         raise ConfigError([f"data.hf_dataset.{k}: no such key{suggest(k, HF_KEYS)}; the keys are {', '.join(HF_KEYS)}"
                            for k in unknown])
     try:
-        import datasets
+        import datasets  # optional dependency: only with data.hf_dataset
     except ImportError:
         raise ConfigError("data.hf_dataset: needs the `datasets` package (pip install datasets)") from None
     path, split, column = spec["path"], spec.get("split") or "train", spec.get("column") or "text"

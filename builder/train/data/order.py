@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from builder.train.internals import batches_done_this_epoch
+
 
 class StepBatchSampler:
     """Batches of indices into a dataset of `n` items; `num_samples` draws per epoch (with or without
@@ -127,7 +129,6 @@ def resumable(loader: DataLoader, seed: int, rank: int = 0, world: int = 1,
 
 def make_resumable(data: Any, seed: int) -> None:
     """Wrap `data.train_dataloader` so every loader it returns is resumable (see the module docstring)."""
-    from builder.train.internals import batches_done_this_epoch
     original = data.train_dataloader
 
     def train_dataloader() -> DataLoader:

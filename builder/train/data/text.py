@@ -31,6 +31,8 @@ from builder.tokenizer import (Tokenizer, alphabet_tokenizer, byte_cap, check_ki
                                first_line, train_tokenizer)
 from builder.train.data.corpus import (BLOCK, Corpus, default_text, digest, find_path, open_corpus, rebatch,
                                       separator_of)
+from builder.train.data.hf_corpus import open_hf_dataset
+from builder.train.data.special import with_special_tokens
 
 __all__ = ["TextData", "Windows", "validation_windows", "default_text", "find_path"]
 IGNORE = -100  # cross_entropy's ignore_index
@@ -131,7 +133,6 @@ class TextData(L.LightningDataModule):
     def get_corpus(self) -> Corpus:
         if self.corpus is None:
             if self.cfg.get("hf_dataset"):  # `datasets` is imported only for such a source
-                from builder.train.data.hf_corpus import open_hf_dataset
                 corpus = open_hf_dataset(self.cfg["hf_dataset"], separator_of(self.cfg))
             else:
                 corpus = open_corpus(self.cfg)
@@ -168,7 +169,6 @@ class TextData(L.LightningDataModule):
                 self.tokenizer = self.trained_tokenizer(spec.get("kind", "char"), int(spec.get("vocab_size", 4096)),
                                                         spec.get("train_bytes"))
             if spec.get("special_tokens"):  # a task's own tokens (masked_lm: [PAD], [CLS], [SEP], [MASK])
-                from builder.train.data.special import with_special_tokens
                 self.tokenizer = with_special_tokens(self.tokenizer, spec["special_tokens"])
         return self.tokenizer
 

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from builder.config import CONF_DIR
 from builder.errors import ConfigError
 from builder.tokenizer import Tokenizer, alphabet_tokenizer, bpe_tokenizer, check_kind
 from builder.train.data.special import BERT_TOKENS, check_characters, encode_texts, token_id, with_special_tokens
@@ -24,7 +25,6 @@ from builder.train.data.special import BERT_TOKENS, check_characters, encode_tex
 
 def find(path: str, where: str) -> Path:
     """A relative path is looked up in the working directory, then in the project root (where conf/ is)."""
-    from builder.config import CONF_DIR
     p = Path(path).expanduser()
     for candidate in [p] if p.is_absolute() else [p, CONF_DIR.parent / p]:
         if candidate.exists():
