@@ -6,6 +6,8 @@ the meta device (builder-train --check and the sweep check).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from builder import settings
@@ -111,8 +113,7 @@ def check_loggers(logger_cfg: Any) -> list[str]:
 def check_shapes(cfg: DictConfig) -> None:
     """check(cfg), then the model's shapes on the meta device (imports torch; no weight is allocated)."""
     check(cfg)
-    # deferred: config errors are reported before torch is imported
-    from builder.graph.shapes import infer_shapes
-    from builder.train.adapters import check_adapter_targets
+    from builder.graph.shapes import infer_shapes  # deferred: config errors are reported before torch is imported
+    from builder.train import adapters  # deferred: config errors are reported before torch is imported
     infer_shapes(check_structure(prepare_model_config(cfg)))
-    check_adapter_targets(cfg)
+    adapters.check_adapter_targets(cfg)
