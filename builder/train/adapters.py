@@ -1,24 +1,14 @@
-"""Adapters (builder/graph/adapters.py) in a training run: their targets checked against the model on the meta
-device, the source's weights loaded under them (`init_from`), and checkpoints that hold the adapters alone
-(`adapters.save=adapters_only`). Their settings are checked with the config (builder/train/init_from.py)."""
+"""Adapters (builder/graph/adapters.py) in a training run: the source's weights loaded under them (`init_from`),
+and checkpoints that hold the adapters alone (`adapters.save=adapters_only`). Their settings and targets are
+checked with the config (builder/train/init_from.py, builder/train/check.py)."""
 from __future__ import annotations
 
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
-from omegaconf import OmegaConf
 
 from builder.graph import adapters
-from builder.graph.build import check_structure
-from builder.graph.prepare import prepare_model_config
 from builder.serve import checkpoint
-
-
-def check_adapter_targets(cfg: Any) -> None:
-    """With adapters: each target names nodes of the model that hold linear layers (a module on the meta device)."""
-    section = OmegaConf.to_container(cfg.adapters, resolve=True) if OmegaConf.is_dict(cfg.get("adapters")) else {}
-    if adapters.enabled(section):
-        adapters.plan_counts(check_structure(prepare_model_config(cfg)), section)
 
 
 def starting_weights(model: Any, cfg: dict[str, Any], resumed: bool, rank0: bool) -> tuple[Any, list[Any]]:

@@ -1,8 +1,8 @@
 """The checks of a training config that need no torch: a typo fails in about a second, before torch and
 Lightning are imported (builder/train/run.py, the training driver, imports them).
 
-`check(cfg)` reports every problem it finds as one ConfigError; `check_shapes(cfg)` adds the model's shapes on
-the meta device (builder-train --check and the sweep check).
+`check(cfg)` reports every problem it finds as one ConfigError; `check_shapes(cfg)` adds the model's shapes and
+the adapters' targets on the meta device (builder-train --check and the sweep check), which imports torch.
 """
 from __future__ import annotations
 
@@ -114,6 +114,13 @@ def check_shapes(cfg: DictConfig) -> None:
     """check(cfg), then the model's shapes on the meta device (imports torch; no weight is allocated)."""
     check(cfg)
     from builder.graph.shapes import infer_shapes  # deferred: config errors are reported before torch is imported
-    from builder.train import adapters  # deferred: config errors are reported before torch is imported
     infer_shapes(check_structure(prepare_model_config(cfg)))
-    adapters.check_adapter_targets(cfg)
+    check_adapter_targets(cfg)
+
+
+def check_adapter_targets(cfg: DictConfig) -> None:
+    """With adapters: each target names nodes of the model that hold linear layers (a module on the meta device)."""
+    section = OmegaConf.to_container(cfg.adapters, resolve=True) if OmegaConf.is_dict(cfg.get("adapters")) else {}
+    from builder.graph import adapters  # deferred: config errors are reported before torch is imported
+    if adapters.enabled(section):
+        adapters.plan_counts(check_structure(prepare_model_config(cfg)), section)

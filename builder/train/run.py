@@ -27,9 +27,9 @@ from builder.contract import binding
 from builder.errors import ConfigError, RunStopped
 from builder.graph.build import build_model
 from builder.graph.prepare import prepare_model_config
-from builder.train.adapters import check_adapter_targets, starting_weights
+from builder.train.adapters import starting_weights
 from builder.train.attention_callback import AttentionMaps
-from builder.train.check import checked_config
+from builder.train.check import check_adapter_targets, checked_config
 from builder.train.data import datamodule
 from builder.train.data.order import make_resumable
 from builder.train.distributed import (collective_failure, finish_launch, fsdp_task, is_rank_zero, launch_env,
