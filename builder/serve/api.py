@@ -18,11 +18,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from builder.contract import Roles
+from builder.contract import Roles, context_length
 from builder.errors import ConfigError
 from builder.graph.shapes import DTYPES
 from builder.plugins import TASKS
 from builder.serve import checkpoint
+from builder.tokenizer import Tokenizer
+from builder.train.data.special import check_characters, encode_texts
 
 
 def shown(value: Any) -> str:
@@ -145,7 +147,6 @@ class LoadedModel:
         if getattr(self, "_tokenizer", None) is None:
             if not self.tokenizer_json:
                 raise ConfigError(f"ckpt: {self.path} holds no tokenizer, so text cannot be encoded for it")
-            from builder.tokenizer import Tokenizer
             self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
         return self._tokenizer
 
@@ -163,8 +164,6 @@ def token_inputs(loaded: "LoadedModel", texts: list[str], role: str, arg: str, t
     tokenizer and its special tokens: the ids go to the input `role` is bound to, and to the optional roles
     attention_mask (1 at tokens, 0 at padding) and token_types (zeros) where the model has them. A text longer
     than the model's positions is cut (truncate) or a one-line ConfigError naming `arg`."""
-    from builder.contract import context_length
-    from builder.train.data.special import check_characters, encode_texts
     tok = loaded.text_tokenizer()
     limit = context_length(loaded.model.spec, loaded.roles.inputs[role])
     pad_token = ((loaded.config.get("data") or {}).get("tokenizer") or {}).get("pad_token") or "[PAD]"

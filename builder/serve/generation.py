@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from builder.contract import context_length
 from builder.graph.decoding import DecodeState
 
 Step = Callable[[torch.Tensor, DecodeState], torch.Tensor]
@@ -171,7 +172,6 @@ def lm_step(model: torch.nn.Module, roles: Any = None, use_cache: bool = True) -
     the last window is recomputed from a fresh state (each token then costs a full window). The logits are
     exactly those of the uncached model on the cropped context, so both agree token for token.
     """
-    from builder.contract import context_length
     name = roles.inputs["tokens"] if roles is not None else model.input_names[0]
     window = context_length(model.spec, name) or 10**9
     read = roles.read if roles is not None else (lambda out: out if isinstance(out, torch.Tensor) else
