@@ -54,10 +54,11 @@ class ExportAttention:
 class ExportRotary:
     """Rotary angles from the positions of this call (the same floats as the cached tables)."""
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0, rows: torch.Tensor | None = None):
         T, half = q.shape[2], q.shape[3] // 2
-        freqs = (torch.arange(T, device=q.device) + offset).float()[:, None] * self.inv_freq.float()  # (T, hd/2)
-        cos = torch.cat((freqs.cos(), freqs.cos()), dim=-1).to(q.dtype)  # (T, hd)
+        positions = (torch.arange(T, device=q.device) + offset) if rows is None else rows[:, None]  # (T,) or (B, 1, T)
+        freqs = positions.float()[..., None] * self.inv_freq.float()  # (T, hd/2) or (B, 1, T, hd/2)
+        cos = torch.cat((freqs.cos(), freqs.cos()), dim=-1).to(q.dtype)  # (T, hd) or (B, 1, T, hd)
         sin = torch.cat((-freqs.sin(), freqs.sin()), dim=-1).to(q.dtype)
         return q * cos + q.roll(half, dims=-1) * sin, k * cos + k.roll(half, dims=-1) * sin
 
