@@ -3,9 +3,10 @@
 `apply(model)` changes the classes of a model's modules in place (same parameters, state dict and results):
 
 - linear layers (nn.Linear and blocks built on it) run on oneDNN on the CPU (builder/graph/cpu_linear.py);
-- layer norms read their parameters without nn.Module.__getattr__ and call torch.layer_norm directly;
+- layer and RMS norms read their parameters without nn.Module.__getattr__ and call torch's kernels directly;
 - decoding steps skip nn.Module.__call__'s two Python layers for modules that no hook, compile or tracer
-  needs to see: a decoding step makes dozens of these calls per token, which is most of a small model's time.
+  needs to see: the graph's nodes, and the linear layers and norms inside blocks, which a decoding step calls
+  dozens of times per token, most of a small model's time.
 
 build_model applies it; BUILDER_KERNELS=off in the environment leaves every model as built (for comparisons,
 or to rule the tricks out when something looks wrong).
@@ -46,10 +47,28 @@ def _hooked(module: nn.Module) -> bool:
                 or _any_global_hooks())
 
 
-class FastLayerNorm:
+class DirectCall:
+    """Calls forward itself while no gradient is recorded and nothing else needs nn.Module.__call__."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _hooked(self):
+            return nn.Module.__call__(self, *args, **kwargs)
+        return self.forward(*args, **kwargs)
+
+
+class FastLinear(DirectCall, OneDNNLinear):
+    pass
+
+
+class FastLayerNorm(DirectCall):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters  # read directly, and torch.layer_norm without F's wrapper: per-token calls
         return torch.layer_norm(x, self.normalized_shape, params["weight"], params["bias"], self.eps)  # (..., dim)
+
+
+class FastRMSNorm(DirectCall):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.rms_norm(x, self.normalized_shape, self._parameters["weight"], self.eps)  # (..., dim)
 
 
 class FastGraph:
@@ -91,8 +110,8 @@ class FastGraphModel:
         return self.outputs(env)
 
 
-MIXINS = ((nn.Linear, OneDNNLinear), (nn.LayerNorm, FastLayerNorm), (Graph, FastGraph), (Repeat, FastRepeat),
-          (GraphModel, FastGraphModel))
+MIXINS = ((nn.Linear, FastLinear), (nn.LayerNorm, FastLayerNorm), (nn.RMSNorm, FastRMSNorm), (Graph, FastGraph),
+          (Repeat, FastRepeat), (GraphModel, FastGraphModel))
 _classes: dict[tuple[type, type], type] = {}
 
 
