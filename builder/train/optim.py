@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedule from the `optim` config.
 
 The optimiser class comes from Hydra (`optim.optimizer._target_` with `_partial_: true`); we call it with
-two parameter groups: matrices (decayed) and everything else (not decayed).
+two parameter groups: matrices (decayed) and everything else (not decayed). torch's Adam and AdamW run fused
+(one kernel for all parameters instead of a Python loop over them) unless the config says `fused` or `foreach`.
 """
 from __future__ import annotations
 
@@ -78,6 +79,21 @@ class InverseSqrt:
 
 
 SCHEDULES = ("cosine", "inverse_sqrt")
+FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def fused_default(make: Any, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"fused": True} for torch's Adam and AdamW left to their defaults, when every parameter is a plain
+    floating-point tensor on the CPU or a GPU (sharded parameters keep torch's own choice); else {}. On the CPU
+    the default is a loop over the parameters in Python; the fused kernel gives the same steps within float
+    rounding."""
+    func, given = getattr(make, "func", None), getattr(make, "keywords", {})
+    if func not in FUSABLE or "fused" in given or "foreach" in given or given.get("differentiable"):
+        return {}
+    params = [p for g in groups for p in g["params"]]
+    plain = all(type(p) is nn.Parameter and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for p in params)
+    return {"fused": True} if params and plain else {}
 
 
 def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: int) -> tuple[Any, Any]:
@@ -90,8 +106,9 @@ def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: in
     for g in groups:
         g.pop("names")  # kept for inspection only; optimizers store unknown group keys in their state
     lr = float(optim_cfg["lr"])
+    groups = [g for g in groups if g["params"]]
     try:
-        optimizer = make([g for g in groups if g["params"]], lr=lr)
+        optimizer = make(groups, lr=lr, **fused_default(make, groups))
     except Exception as e:  # noqa: BLE001 - the optimiser refusing its arguments: one line, keyed
         raise ConfigError(f"optim.optimizer: {optim_cfg['optimizer'].get('_target_')} refused its arguments: "
                           f"{str(e).splitlines()[0]}") from None
