@@ -71,6 +71,27 @@ def test_optimizer_from_config(compose, name, cls):
     torch.load(buf, weights_only=True)
 
 
+def test_adamw_runs_fused_unless_the_config_chooses(compose):
+    optim_cfg = OmegaConf.to_container(compose(["optim=adamw"]).optim, resolve=True)
+    models = [TinyLM(), TinyLM()]
+    models[1].load_state_dict(models[0].state_dict())
+    fused, _ = build_optimizer(models[0], optim_cfg, total_steps=100)
+    looped, _ = build_optimizer(models[1], {**optim_cfg, "optimizer": {**optim_cfg["optimizer"], "foreach": False}}, 100)
+    assert [g["fused"] for g in fused.param_groups] == [True, True]
+    assert [g["fused"] for g in looped.param_groups] == [None, None]  # the config chose: left alone
+    trained = [[p for p in m.parameters() if p.requires_grad] for m in models]
+    start = [p.detach().clone() for p in trained[0]]
+    torch.manual_seed(0)
+    for _ in range(20):  # the same steps within float rounding
+        grads = [torch.randn_like(p) for p in trained[0]]
+        for params, opt in zip(trained, (fused, looped)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b, before in zip(*trained, start):
+        assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a, before, atol=1e-3)
+
+
 def test_losses():
     logits = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
     target = torch.tensor([0, 1])
