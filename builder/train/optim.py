@@ -2,7 +2,8 @@
 
 The optimiser class comes from Hydra (`optim.optimizer._target_` with `_partial_: true`); we call it with
 two parameter groups: matrices (decayed) and everything else (not decayed). torch's Adam and AdamW run fused
-(one kernel for all parameters instead of a Python loop over them) unless the config says `fused` or `foreach`.
+(one kernel for all parameters instead of a Python loop over them) unless the config says `fused` or `foreach`
+or training runs under mixed precision.
 """
 from __future__ import annotations
 
@@ -96,8 +97,10 @@ def fused_default(make: Any, groups: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fused": True} if params and plain else {}
 
 
-def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: int) -> tuple[Any, Any]:
-    """(optimizer, LambdaLR) for `model`; `total_steps` (optimizer steps) is the default decay length."""
+def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: int,
+                    fuse: bool = True) -> tuple[Any, Any]:
+    """(optimizer, LambdaLR) for `model`; `total_steps` (optimizer steps) is the default decay length; `fuse`
+    allows the fused Adam/AdamW default."""
     try:
         make = instantiate(optim_cfg["optimizer"], _convert_="all")  # lists stay lists: checkpoints hold plain data
     except InstantiationException as e:
@@ -108,7 +111,7 @@ def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], total_steps: in
     lr = float(optim_cfg["lr"])
     groups = [g for g in groups if g["params"]]
     try:
-        optimizer = make(groups, lr=lr, **fused_default(make, groups))
+        optimizer = make(groups, lr=lr, **(fused_default(make, groups) if fuse else {}))
     except Exception as e:  # noqa: BLE001 - the optimiser refusing its arguments: one line, keyed
         raise ConfigError(f"optim.optimizer: {optim_cfg['optimizer'].get('_target_')} refused its arguments: "
                           f"{str(e).splitlines()[0]}") from None

@@ -116,7 +116,10 @@ class Task(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.trainer.estimated_stepping_batches
         total = int(total) if math.isfinite(total) else 10**12  # no known end: warmup, then (nearly) flat
-        optimizer, scheduler = build_optimizer(self.model, self.cfg["optim"], total)
+        # Lightning's mixed-precision plugin refuses to clip the gradients of an optimizer that unscales them
+        # itself, as fused ones do: under autocast the optimizer keeps torch's default
+        fuse = "mixed" not in str(self.trainer.precision)
+        optimizer, scheduler = build_optimizer(self.model, self.cfg["optim"], total, fuse=fuse)
         # "step": LambdaLR advances once per optimizer step, so accumulation does not change the schedule
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
