@@ -20,24 +20,44 @@ class DecodeState:
         self.static = frozenset(static)  # model inputs that do not change between steps
         self.values: dict[str, Any] = {}  # node name -> value, for nodes that depend only on static inputs
         self._slots: dict[int, dict[str, Any]] = {}
-        self.pad = pad if pad is not None and bool(pad.any()) else None  # (B, T0) True at left padding
+        self.set_padding(pad)
+
+    def set_padding(self, pad: torch.Tensor | None) -> None:
+        """pad (B, T0): True at the left padding of each prompt (None, or no True: every row starts at column 0)."""
+        self.pad = pad if pad is not None and bool(pad.any()) else None  # (B, T0)
+        self._lead = None if self.pad is None else self.pad.sum(dim=1, keepdim=True)  # (B, 1) filler columns
+        self._memo: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    def _once(self, kind: str, T: int, make) -> torch.Tensor:
+        """What `make` gives for this call's columns, made once per step (every layer asks the same)."""
+        key = (kind, self.offset, T)
+        if key not in self._memo:
+            self._memo = {k: v for k, v in self._memo.items() if k[1] == self.offset}  # earlier steps' go
+            self._memo[key] = make()
+        return self._memo[key]
 
     def padding(self, T: int) -> torch.Tensor | None:
         """(B, T) True where this call's columns offset .. offset+T-1 are left padding; None without padding."""
         if self.pad is None:
             return None
-        flags = self.pad[:, self.offset:self.offset + T]  # past the prompt: no padding
-        if flags.shape[1] < T:
-            flags = torch.cat([flags, flags.new_zeros(flags.shape[0], T - flags.shape[1])], dim=1)
-        return flags  # (B, T)
+
+        def make() -> torch.Tensor:
+            flags = self.pad[:, self.offset:self.offset + T]  # past the prompt: no padding
+            if flags.shape[1] < T:
+                flags = torch.cat([flags, flags.new_zeros(flags.shape[0], T - flags.shape[1])], dim=1)
+            return flags  # (B, T)
+        return self._once("padding", T, make)
 
     def rows(self, T: int) -> torch.Tensor | None:
         """(B, T) positions of this call's columns in each row (0 at its first real token, padding at 0); None
         without padding, when every row's positions are offset .. offset+T-1."""
         if self.pad is None:
             return None
-        columns = torch.arange(self.offset, self.offset + T, device=self.pad.device)  # (T,)
-        return (columns - self.pad.sum(dim=1, keepdim=True)).clamp(min=0)  # (B, T)
+
+        def make() -> torch.Tensor:
+            columns = torch.arange(self.offset, self.offset + T, device=self.pad.device)  # (T,)
+            return (columns - self._lead).clamp(min=0)  # (B, T)
+        return self._once("rows", T, make)
 
     def slot(self, module: torch.nn.Module) -> dict[str, Any]:
         """A dict that persists across decoding steps for this module instance."""
@@ -58,7 +78,7 @@ class DecodeState:
                     slot[key] = _select(value, index)
         self.values = {k: _select(v, index) for k, v in self.values.items()}
         if self.pad is not None:
-            self.pad = self.pad.index_select(0, index)
+            self.set_padding(self.pad.index_select(0, index))
 
 
 def _select(value: Any, index: torch.Tensor) -> Any:

@@ -50,7 +50,8 @@ def decode(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, temperature
                            padding=padding)
     agree = agree or bool
     state, tokens = new_state(), prefix
-    state.pad = padding if padding is not None and bool(padding.any()) else None
+    if padding is not None:
+        state.set_padding(padding)
     done = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)  # (B,) rows past their eos
     for _ in range(max_new_tokens):
         logits = step(tokens, state).float()  # (B, V)
@@ -100,8 +101,8 @@ def beam_search(step: Step, prefix: torch.Tensor, *, max_new_tokens: int, num_be
     B, T0 = prefix.shape
     K, dev = num_beams, prefix.device
     state = new_state()
-    if padding is not None and bool(padding.any()):
-        state.pad = padding.repeat_interleave(K, dim=0)  # (B*K, T0)
+    if padding is not None:
+        state.set_padding(padding.repeat_interleave(K, dim=0))  # (B*K, T0)
     tokens = prefix.repeat_interleave(K, dim=0)  # (B*K, T0)
     scores = torch.full((B, K), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # the K beams start identical: only one may expand at the first step
