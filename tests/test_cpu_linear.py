@@ -161,3 +161,72 @@ def test_a_built_model_is_plain_pytorch_with_the_speed_layer_on_top(monkeypatch)
     monkeypatch.setenv("BUILDER_KERNELS", "fast")
     with pytest.raises(ValueError, match="BUILDER_KERNELS='fast': expected on or off"):
         build_model(cfg)
+
+
+def large(monkeypatch, *layers: torch.nn.Module) -> torch.nn.Module:
+    """A model of `layers` that decodes with split products: aten's path, two threads, the size limit lifted."""
+    monkeypatch.setattr(cpu_linear, "ENABLED", False)
+    monkeypatch.setattr(fast, "SPLIT_MIN_MODEL_MB", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    return fast.apply(torch.nn.Sequential(*layers))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_a_split_product_gives_f_linear_numbers(monkeypatch, rows):
+    torch.manual_seed(0)
+    model = large(monkeypatch, torch.nn.Linear(384, 1152), torch.nn.Linear(1152, 257, bias=False))
+    x = torch.randn(2, rows // 2 or 1, 384) if rows > 1 else torch.randn(1, 1, 384)
+    seen = []
+    real = cpu_linear.split_product
+    monkeypatch.setattr(cpu_linear, "split_product", lambda *a: seen.append(a[2].shape) or real(*a))
+    with torch.inference_mode():
+        y = model(x)
+    assert seen == [(2, 384, 576), (2, 1152, 128)]  # 257 outputs: two parts of 128, the last one by F.linear
+    ref = F.linear(F.linear(x, model[0].weight, model[0].bias), model[1].weight)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_split_views_follow_the_weight_and_stay_out_of_copies(monkeypatch):
+    torch.manual_seed(0)
+    model = large(monkeypatch, torch.nn.Linear(512, 512))
+    layer, x = model[0], torch.randn(1, 1, 512)
+    with torch.inference_mode():
+        before = layer(x)
+    assert layer.__dict__["_split"][1] is not None
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # an optimizer step changes the weight in place: the views see it
+        torch.testing.assert_close(layer(x), 2 * before - layer.bias, rtol=1e-5, atol=1e-5)
+    assert "_split" not in copy.deepcopy(layer).__dict__
+    layer.double()
+    assert "_split" not in layer.__dict__
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x.double()), F.linear(x.double(), layer.weight, layer.bias))
+
+
+def test_small_models_and_training_leave_the_product_whole(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "ENABLED", False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    small = fast.apply(torch.nn.Sequential(torch.nn.Linear(512, 512)))  # 1 MB of weights: cached, one thread
+    with torch.inference_mode():
+        small(torch.randn(1, 512))
+    assert "_split" not in small[0].__dict__
+    model = large(monkeypatch, torch.nn.Linear(512, 512))
+    model(torch.randn(1, 512)).sum().backward()  # with gradients: aten's linear
+    assert "_split" not in model[0].__dict__ and model[0].weight.grad is not None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert cpu_linear.split_parts(model[0].weight) is None  # one thread: nothing to split
+
+
+def test_one_row_rms_norm_equals_torch(monkeypatch):
+    torch.manual_seed(0)
+    norm = fast.apply(torch.nn.RMSNorm(384, eps=1e-5))
+    with torch.no_grad():
+        norm.weight.normal_()
+    for scale in (1e-3, 1.0, 1e3):
+        x = torch.randn(1, 1, 384) * scale
+        with torch.inference_mode():
+            y = norm(x)  # a decoding step: the layer-norm form
+        torch.testing.assert_close(y, torch.rms_norm(x, (384,), norm.weight, 1e-5), rtol=1e-5, atol=1e-6)
+    x = torch.randn(4, 384, requires_grad=True)
+    norm(x).sum().backward()  # several rows, or gradients: torch.rms_norm itself
+    assert x.grad is not None
