@@ -88,8 +88,10 @@ class Rotary(nn.Module):
             cos, sin = cos[offset:offset + T], sin[offset:offset + T]  # (T, hd)
         if cos.dtype != q.dtype:
             cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        # x.roll(half) swaps the halves: (x_j+hd/2, x_j); with the signed sines that is the rotation above
-        return q * cos + q.roll(half, dims=-1) * sin, k * cos + k.roll(half, dims=-1) * sin
+        # x.roll(half) swaps the halves: (x_j+hd/2, x_j); with the signed sines that is the rotation above:
+        # x * cos + x.roll(half) * sin, in one kernel fewer (addcmul)
+        return (torch.addcmul(q * cos, q.roll(half, dims=-1), sin),
+                torch.addcmul(k * cos, k.roll(half, dims=-1), sin))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.settings.items())

@@ -167,24 +167,28 @@ class OneDNNLinear:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters  # read directly: `self.weight` goes through nn.Module.__getattr__, a Python call
         w, b = params["weight"], params["bias"]
+        if not ENABLED:  # aten's path; decoding steps of large models split the product (fast.py sets the flag)
+            if (self.__dict__.get("_split_allowed") and not torch.is_grad_enabled() and not _dynamo_compiling()
+                    and 0 < x.numel() <= DECODE_ROWS * self.in_features and x.dtype == torch.float32
+                    and x.device.type == "cpu" and type(x) in _PLAIN and _tracing_state() is None
+                    and not torch.is_autocast_enabled("cpu")):
+                split = self.__dict__.get("_split")
+                if split is None or split[0] is not w:  # views of the weight: they follow in-place updates
+                    split = self.__dict__["_split"] = (w, split_parts(w))
+                if split[1] is not None:
+                    return split_product(x, w, split[1], b)  # (..., out_features)
+            return F.linear(x, w, b)  # (..., out_features)
         if not _dynamo_compiling() and not torch.is_grad_enabled():  # dynamo first: it stops reading here
-            few_rows = (0 < x.numel() <= DECODE_ROWS * self.in_features and x.dtype == torch.float32
-                        and x.device.type == "cpu" and type(x) in _PLAIN and _tracing_state() is None
-                        and not torch.is_autocast_enabled("cpu"))  # a decoding step: the input's checks inlined
-            if few_rows:  # the weight's checks were made with its copy or its views
-                if ENABLED:
-                    cols = self.__dict__.get("_columns")
-                    if cols is not None and cols[0] == w._version and cols[1] == w.data_ptr():
-                        return _LINEAR_OP(x, cols[2], b, "none", [], "")  # (..., out_features)
-                else:
-                    split = self.__dict__.get("_split")
-                    if split is not None and split[0] is w:
-                        return split_product(x, w, split[1], b) if split[1] is not None else F.linear(x, w, b)
-            if few_rows and applies(x, w) and self.__dict__.get("_columns_allowed", True):  # fast.py: not large models
+            cols = self.__dict__.get("_columns")
+            if (cols is not None and cols[0] == w._version and cols[1] == w.data_ptr()
+                    and 0 < x.numel() <= DECODE_ROWS * self.in_features
+                    and x.dtype == torch.float32 and x.device.type == "cpu" and type(x) in _PLAIN
+                    and _tracing_state() is None and not torch.is_autocast_enabled("cpu")):
+                # a decoding step: the weight's checks were made with its copy, the input's are inlined
+                return _LINEAR_OP(x, cols[2], b, "none", [], "")  # (..., out_features)
+            if (0 < x.numel() <= DECODE_ROWS * self.in_features and applies(x, w)
+                    and self.__dict__.get("_columns_allowed", True)):  # graph/fast.py: not for large models
                 return _op(x, self._copy_by_columns(w), b)  # the first decoding step, or the weight changed since
-            if few_rows and not ENABLED and self.__dict__.get("_split_allowed", False):  # fast.py: large models
-                self.__dict__["_split"] = (w, split_parts(w))  # views of the weight: they follow in-place updates
-                return self.forward(x)
         return linear(x, w, b)  # (..., out_features)
 
     def _apply(self, fn, recurse=True):  # .to(), .half(), ...: the copy belongs to the old weight
