@@ -58,8 +58,14 @@ class GatedFeedForward(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=bias)
         self.down.residual_projection = True  # its output joins the residual stream
 
+    same_input = ("gate", "up")  # layers that read one input: graph/fast.py runs them as one product when decoding
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gate(x), self.up(x)  # (B, T, hidden) each
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.gate(x)) * self.up(x)  # (B, T, hidden)
+        gate, up = self.project(x)
+        h = self.act(gate) * up  # (B, T, hidden)
         return self.down(h if self.drop is None else self.drop(h))  # (B, T, dim)
 
     def extra_repr(self) -> str:

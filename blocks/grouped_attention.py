@@ -53,11 +53,17 @@ class GroupedQueryAttention(Attention):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
         self.rotary = Rotary(self.head_dim, rope) if rope is not None else None
 
+    same_input = ("q", "k", "v")  # layers that read one input: graph/fast.py runs them as one product when decoding
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.q(x), self.k(x), self.v(x)  # (B, T, H*hd), (B, T, Hkv*hd), (B, T, Hkv*hd)
+
     def forward(self, x: torch.Tensor, state=None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        q, k, v = self.project(x)
+        q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         pad = None
