@@ -260,3 +260,14 @@ def test_an_epoch_on_two_processes_equals_one_process(n_train, compose, tmp_path
     train(compose([*base, "data.batch_size=16", "trainer=ddp", "trainer.devices=2", f"run_dir={two}"]))
     assert ckpt(one)["global_step"] == 8
     assert_same_weights(ckpt(one), ckpt(two), atol=1e-5)
+
+
+@pytest.mark.parametrize("message", ["Application timeout caused pair closure",
+                                     "[../gloo/transport/tcp/pair.cc:534] Connection reset by peer"])
+def test_gloo_failures_outside_c10d_read_as_a_stopped_collective(message):
+    """DDP's buffer broadcast raises gloo's timeout from torch.nn.parallel, not distributed_c10d."""
+    from builder.train.distributed import collective_failure
+    stopped = collective_failure(RuntimeError(message), None, 5)
+    assert stopped is not None and str(stopped).startswith("rank 0: a collective operation did not complete (")
+    assert "trainer.process_group_timeout=5 s" in str(stopped)
+    assert collective_failure(RuntimeError("shape mismatch"), None, 5) is None

@@ -117,3 +117,35 @@ def test_large_and_small_models_decode_their_layers_one_by_one(monkeypatch):
     with torch.inference_mode():
         decode(lm_step(model), torch.tensor([[1, 2, 3]]), max_new_tokens=3)
     assert not any("_group" in m.__dict__ for m in groups(model))
+
+
+class TwoHeads(torch.nn.Module):
+    """A user's block: two linear layers on one input, named in `same_input`, computed by `project`."""
+
+    same_input = ("a", "b")
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(64, 48), torch.nn.Linear(64, 16, bias=False)
+
+    def project(self, x):
+        return self.a(x), self.b(x)
+
+    def forward(self, x):
+        a, b = self.project(x)
+        return torch.cat([a.relu(), b], dim=-1)
+
+
+def test_any_block_naming_its_layers_gets_them_grouped(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "ENABLED", False)
+    monkeypatch.setattr(fast, "SPLIT_MIN_MODEL_MB", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    torch.manual_seed(0)
+    block = fast.apply(TwoHeads())
+    x = torch.randn(3, 64)
+    with torch.inference_mode():
+        y = block(x)
+    assert isinstance(block, fast.LinearGroup) and "_group" in block.__dict__
+    assert type(block).__name__ == "TwoHeads"
+    expected = torch.cat([F.linear(x, block.a.weight, block.a.bias).relu(), F.linear(x, block.b.weight)], dim=-1)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)

@@ -118,7 +118,8 @@ def collective_failure(error: BaseException, trainer: Any, timeout_s: float | No
     frames = traceback.extract_tb(error.__traceback__)
     ops = [f.name for f in frames if f.filename.endswith("distributed_c10d.py") and not f.name.startswith("_")]
     backend = isinstance(error, getattr(dist, "DistError", ())) or any(
-        word in str(error) for word in ("gloo", "NCCL", "Connection reset by peer", "Timed out waiting"))
+        word in str(error) for word in ("gloo", "NCCL", "Connection reset by peer", "Timed out waiting",
+                                        "pair closure"))  # gloo's timeout inside DDP's buffer broadcast
     if not ops and not backend:
         return None
     if ops:
