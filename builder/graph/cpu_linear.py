@@ -141,6 +141,14 @@ def split_product(x: torch.Tensor, weight: torch.Tensor, parts: torch.Tensor, bi
     return y.view(*x.shape[:-1], y.shape[-1])  # (..., out)
 
 
+def decoding_rows(x: torch.Tensor, n_in: int) -> bool:
+    """Whether x is a decoding step's input that the decoding paths serve: no gradients recorded, not compiling
+    or tracing, a plain float32 CPU tensor of at most DECODE_ROWS rows of n_in features, no autocast."""
+    return (not torch.is_grad_enabled() and not _dynamo_compiling() and 0 < x.numel() <= DECODE_ROWS * n_in
+            and x.dtype == torch.float32 and x.device.type == "cpu" and type(x) in _PLAIN
+            and _tracing_state() is None and not torch.is_autocast_enabled("cpu"))
+
+
 def _needs_grad(x, weight, bias) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad))
@@ -168,10 +176,7 @@ class OneDNNLinear:
         params = self._parameters  # read directly: `self.weight` goes through nn.Module.__getattr__, a Python call
         w, b = params["weight"], params["bias"]
         if not ENABLED:  # aten's path; decoding steps of large models split the product (fast.py sets the flag)
-            if (self.__dict__.get("_split_allowed") and not torch.is_grad_enabled() and not _dynamo_compiling()
-                    and 0 < x.numel() <= DECODE_ROWS * self.in_features and x.dtype == torch.float32
-                    and x.device.type == "cpu" and type(x) in _PLAIN and _tracing_state() is None
-                    and not torch.is_autocast_enabled("cpu")):
+            if self.__dict__.get("_split_allowed") and decoding_rows(x, self.in_features):
                 split = self.__dict__.get("_split")
                 if split is None or split[0] is not w:  # views of the weight: they follow in-place updates
                     split = self.__dict__["_split"] = (w, split_parts(w))
