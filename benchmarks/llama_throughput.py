@@ -28,7 +28,7 @@ from save_results import save  # noqa: E402
 
 SIZES = {  # name: (n_layer, n_head, kv_heads, d_model, d_ff, block_size, batch, timed steps)
     "small": (4, 4, 2, 128, 352, 64, 12, 60),
-    "medium": (6, 6, 2, 384, 1024, 256, 8, 5),
+    "medium": (6, 6, 2, 384, 1024, 256, 8, 10),
 }
 VOCAB, PROMPT, NEW = 65, 32, 200
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, this process's CPU seconds (steadier on a busy machine)
