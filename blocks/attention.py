@@ -112,7 +112,12 @@ class SelfAttention(Attention):
         qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, hd)
         if state is not None:  # k, v (B, H, S, hd); without a pad_mask input, the prompts' left padding
-            k, v, pad_mask = self.cache(state).update(k, v, pad_mask if pad_mask is not None else state.padding(T))
+            cache = self.cache(state)
+            if pad_mask is not None or cache.pad is not None:  # the caller's padding, kept by the cache
+                k, v, pad_mask = cache.update(k, v, pad_mask)
+            else:  # the prompts' (the state's), made once per step for every layer
+                k, v, _ = cache.update(k, v)
+                pad_mask = state.key_padding(T, k.shape[2])
         S = k.shape[2]
         if pad_mask is None and (T == 1 or not self.causal):
             return self.proj(self.attend(q, k, v, None))  # no mask: a decoding step's one query sees every key

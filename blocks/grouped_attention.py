@@ -15,6 +15,11 @@ from builder.graph.registry import block
 PROJECTIONS = ("q", "k", "v", "proj")
 
 
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask (True: may attend) as the 0 / -inf one SDPA would make of it on every call."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
 def biased(bias: bool | list[str]) -> set[str]:
     """The projections with a bias: all for True, none for False, or the ones named."""
     if isinstance(bias, bool):
@@ -66,17 +71,26 @@ class GroupedQueryAttention(Attention):
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        pad = None
-        if self.rotary is not None:  # rotated by absolute position
-            q, k = self.rotary(q, k, 0, None) if state is None else self.rotary(q, k, state.offset, state.rows(T))
-        if state is not None:  # (B, Hkv, S, hd): at most window keys; pad (B, S): left padding of the prompts
-            k, v, pad = self.cache(state, self.window).update(k, v, state.padding(T))
+        if state is None:
+            if self.rotary is not None:  # rotated by absolute position
+                q, k = self.rotary(q, k)
+            if self.causal and (self.window is None or self.window >= T):
+                return self.proj(self.attend(q, k, v, None, is_causal=True))  # the fused causal kernel
+            mask = build_mask(None, T, T, self.causal, x.device, self.window if self.causal else None)
+            return self.proj(self.attend(q, k, v, mask))  # (B, T, dim)
+        # decoding: what every layer of this step shares (rotary angles, padding, mask) is made once
+        if self.rotary is not None:
+            angles = state.once(self.rotary.key, T, lambda: self.rotary.angles(state.offset, T, q, state.rows(T)))
+            q, k = self.rotary(q, k, angles=angles)
+        k, v, _ = self.cache(state, self.window).update(k, v)  # (B, Hkv, S, hd): at most window keys
         S = k.shape[2]
+        pad = state.key_padding(T, S)  # (B, S): left padding of the prompts, or None
         if pad is None and (T == 1 or not self.causal):
             return self.proj(self.attend(q, k, v, None))  # (B, T, dim): every key is visible
         if pad is None and S == T and (self.window is None or self.window >= T):
-            return self.proj(self.attend(q, k, v, None, is_causal=True))  # the fused causal kernel
-        mask = build_mask(pad, T, S, self.causal, x.device, self.window if self.causal else None)
+            return self.proj(self.attend(q, k, v, None, is_causal=True))
+        mask = state.once(("mask", S, self.causal, self.window, q.dtype), T, lambda: additive(build_mask(
+            pad, T, S, self.causal, x.device, self.window if self.causal else None), q.dtype))
         return self.proj(self.attend(q, k, v, mask))  # (B, T, dim)
 
     def extra_repr(self) -> str:

@@ -66,6 +66,7 @@ class Rotary(nn.Module):
         # not persistent: a function of the arguments, so checkpoints need not carry it
         self.register_buffer("inv_freq", inverse_frequencies(head_dim, **self.settings), persistent=False)
         self.cos = self.sin = None  # (n, hd) tables of positions 0 .. n-1, grown by doubling when needed
+        self.key = ("rope", head_dim, *sorted(self.settings.items()))  # equal keys: equal angles
 
     def tables(self, end: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cos is None or self.cos.shape[0] < end or self.cos.device != like.device:
@@ -77,17 +78,25 @@ class Rotary(nn.Module):
                 self.sin = torch.cat((-freqs.sin(), freqs.sin()), dim=-1)  # (n, hd), signed for the halves swapped
         return self.cos, self.sin
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0,
-                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """rows (B, T): each row's own positions (left-padded decoding) instead of offset .. offset+T-1."""
-        T, half = q.shape[2], q.shape[3] // 2
-        cos, sin = self.tables(offset + T, q)
+    def angles(self, offset: int, T: int, like: torch.Tensor,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin of positions offset .. offset+T-1, (T, hd), or of each row's own positions rows
+        (B, T) (left-padded decoding), (B, 1, T, hd); in like's dtype."""
+        cos, sin = self.tables(offset + T, like)
         if rows is not None:
             cos, sin = cos[rows][:, None], sin[rows][:, None]  # (B, 1, T, hd)
         else:
             cos, sin = cos[offset:offset + T], sin[offset:offset + T]  # (T, hd)
-        if cos.dtype != q.dtype:
-            cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        if cos.dtype != like.dtype:
+            cos, sin = cos.to(like.dtype), sin.to(like.dtype)
+        return cos, sin
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0, rows: torch.Tensor | None = None,
+                angles: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """rows (B, T): each row's own positions (left-padded decoding) instead of offset .. offset+T-1; angles:
+        what `angles` gives for them, when made once for every layer of a decoding step."""
+        half = q.shape[3] // 2
+        cos, sin = angles if angles is not None else self.angles(offset, q.shape[2], q, rows)
         # x.roll(half) swaps the halves: (x_j+hd/2, x_j); with the signed sines that is the rotation above:
         # x * cos + x.roll(half) * sin, in one kernel fewer (addcmul)
         return (torch.addcmul(q * cos, q.roll(half, dims=-1), sin),

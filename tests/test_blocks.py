@@ -37,8 +37,11 @@ class FakeState:
     def slot(self, module):
         return self.slots.setdefault(id(module), {})
 
-    def padding(self, T):
+    def key_padding(self, T, S):
         return None
+
+    def once(self, kind, T, make):
+        return make()
 
     def rows(self, T):
         return None

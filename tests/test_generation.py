@@ -223,3 +223,16 @@ def test_prompts_of_different_lengths_decode_in_one_batch_as_they_would_alone(ma
     a = model(left_padded(prompts, filler=1)[0], state=state_a)
     b = model(left_padded(prompts, filler=9)[0], state=state_b)
     assert torch.allclose(a[~padding], b[~padding], atol=1e-6)
+
+
+def test_key_padding_covers_the_cached_keys_and_ends_past_the_prompts():
+    """The flags of the last S cached keys after a call of T columns: the prompt's filler columns among them,
+    False past the prompt, None once every key in view is past it (a sliding window moved on)."""
+    state = DecodeState(pad=torch.tensor([[True, True, False], [False, False, False]]))  # (B, T0)
+    assert state.key_padding(3, 3).tolist() == [[True, True, False], [False, False, False]]
+    assert state.key_padding(3, 2).tolist() == [[True, False], [False, False]]  # a window of 2 keys
+    state.advance(3)
+    assert state.key_padding(1, 4).tolist() == [[True, True, False, False], [False] * 4]
+    assert state.key_padding(1, 2).tolist() == [[False, False], [False, False]]
+    assert state.key_padding(1, 1) is None  # the one key in view is past the prompts
+    assert DecodeState().key_padding(1, 4) is None

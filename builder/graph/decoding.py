@@ -5,11 +5,11 @@ once per source batch), and the left padding of a batch of prompts of different 
 
 Left padding: prompts are right-aligned in one (B, T0) batch, `pad` (B, T0) True at the filler columns in front
 of each. Position blocks then read `rows(T)`, each row's own positions (its first real token is position 0),
-and attention blocks read `padding(T)`, the filler columns to ignore as keys; every row computes what it would
+and attention blocks read `key_padding(T, S)`, the filler columns among their cached keys; every row computes what it would
 alone, and all rows decode in step."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,25 +28,28 @@ class DecodeState:
         self._lead = None if self.pad is None else self.pad.sum(dim=1, keepdim=True)  # (B, 1) filler columns
         self._memo: dict[tuple[str, int, int], torch.Tensor] = {}
 
-    def _once(self, kind: str, T: int, make) -> torch.Tensor:
-        """What `make` gives for this call's columns, made once per step (every layer asks the same)."""
+    def once(self, kind: Any, T: int, make: Callable[[], Any]) -> Any:
+        """What `make` gives for this call's T columns, made once per step: every layer asks the same (the
+        padding, positions, rotary angles and attention mask of a step), `kind` (hashable) names what."""
         key = (kind, self.offset, T)
         if key not in self._memo:
             self._memo = {k: v for k, v in self._memo.items() if k[1] == self.offset}  # earlier steps' go
             self._memo[key] = make()
         return self._memo[key]
 
-    def padding(self, T: int) -> torch.Tensor | None:
-        """(B, T) True where this call's columns offset .. offset+T-1 are left padding; None without padding."""
-        if self.pad is None:
+    def key_padding(self, T: int, S: int) -> torch.Tensor | None:
+        """(B, S) True where the last S cached key positions (offset+T-S .. offset+T-1: a KV cache after this
+        call's update) are left padding; None without padding or once those keys are all past the prompts."""
+        end = self.offset + T
+        if self.pad is None or end - S >= self.pad.shape[1]:
             return None
 
         def make() -> torch.Tensor:
-            flags = self.pad[:, self.offset:self.offset + T]  # past the prompt: no padding
-            if flags.shape[1] < T:
-                flags = torch.cat([flags, flags.new_zeros(flags.shape[0], T - flags.shape[1])], dim=1)
-            return flags  # (B, T)
-        return self._once("padding", T, make)
+            flags = self.pad[:, end - S:end]  # (B, <= S): positions past the prompt have no padding
+            if flags.shape[1] < S:
+                flags = torch.cat([flags, flags.new_zeros(flags.shape[0], S - flags.shape[1])], dim=1)
+            return flags  # (B, S)
+        return self.once(("key_padding", S), T, make)
 
     def rows(self, T: int) -> torch.Tensor | None:
         """(B, T) positions of this call's columns in each row (0 at its first real token, padding at 0); None
@@ -57,7 +60,7 @@ class DecodeState:
         def make() -> torch.Tensor:
             columns = torch.arange(self.offset, self.offset + T, device=self.pad.device)  # (T,)
             return (columns - self._lead).clamp(min=0)  # (B, T)
-        return self._once("rows", T, make)
+        return self.once("rows", T, make)
 
     def slot(self, module: torch.nn.Module) -> dict[str, Any]:
         """A dict that persists across decoding steps for this module instance."""
