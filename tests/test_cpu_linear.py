@@ -174,6 +174,7 @@ def large(monkeypatch, *layers: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("rows", [1, 3, 64])
 def test_a_split_product_gives_f_linear_numbers(monkeypatch, rows):
     torch.manual_seed(0)
+    monkeypatch.setattr(cpu_linear, "PACKS", False)  # several rows read a packed copy where oneDNN works
     model = large(monkeypatch, torch.nn.Linear(384, 1152), torch.nn.Linear(1152, 257, bias=False))
     x = torch.randn(2, rows // 2 or 1, 384) if rows > 1 else torch.randn(1, 1, 384)
     seen = []
@@ -203,6 +204,37 @@ def test_split_views_follow_the_weight_and_stay_out_of_copies(monkeypatch):
         torch.testing.assert_close(layer(x.double()), F.linear(x.double(), layer.weight, layer.bias))
 
 
+@pytest.mark.skipif(not cpu_linear.PACKS, reason="this torch build cannot pack weights for oneDNN")
+def test_several_rows_read_a_packed_copy_that_follows_the_weight(monkeypatch):
+    torch.manual_seed(0)
+    model = large(monkeypatch, torch.nn.Linear(384, 1152), torch.nn.Linear(1152, 257, bias=False))
+    split = []
+    real = cpu_linear.split_product
+    monkeypatch.setattr(cpu_linear, "split_product", lambda *a: split.append(a[2].shape) or real(*a))
+    for rows in (2, 3, 64):
+        x = torch.randn(rows, 1, 384)
+        with torch.inference_mode():
+            y = model(x)
+        torch.testing.assert_close(y, F.linear(F.linear(x, model[0].weight, model[0].bias), model[1].weight),
+                                   rtol=1e-5, atol=1e-5)
+    assert split == [] and all("_packed" in layer.__dict__ for layer in model)
+    layer, x = model[0], torch.randn(4, 384)
+    with torch.no_grad():
+        before = layer(x)
+        layer.weight.mul_(2.0)  # an optimizer step changes the weight in place: a new copy
+        torch.testing.assert_close(layer(x), 2 * before - layer.bias, rtol=1e-5, atol=1e-5)
+        layer(x[:1])  # one row: the split product, no copy
+    assert len(split) == 1
+    assert "_packed" not in copy.deepcopy(layer).__dict__
+    layer.double()
+    assert "_packed" not in layer.__dict__
+    monkeypatch.setenv("BUILDER_DECODE_COPY_MB", "0")  # above the copy limit: no packed copy
+    limited = large(monkeypatch, torch.nn.Linear(384, 1152))
+    with torch.inference_mode():
+        limited(torch.randn(3, 384))
+    assert "_packed" not in limited[0].__dict__ and len(split) == 2
+
+
 def test_small_models_and_training_leave_the_product_whole(monkeypatch):
     monkeypatch.setattr(cpu_linear, "ENABLED", False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -217,16 +249,23 @@ def test_small_models_and_training_leave_the_product_whole(monkeypatch):
     assert cpu_linear.split_parts(model[0].weight) is None  # one thread: nothing to split
 
 
-def test_one_row_rms_norm_equals_torch(monkeypatch):
+def test_decoding_rms_norm_equals_torch(monkeypatch):
     torch.manual_seed(0)
     norm = fast.apply(torch.nn.RMSNorm(384, eps=1e-5))
     with torch.no_grad():
         norm.weight.normal_()
+    seen = []
+    real = torch.layer_norm
+    monkeypatch.setattr(torch, "layer_norm", lambda *a: seen.append(a[0].shape) or real(*a))
     for scale in (1e-3, 1.0, 1e3):
-        x = torch.randn(1, 1, 384) * scale
-        with torch.inference_mode():
-            y = norm(x)  # a decoding step: the layer-norm form
-        torch.testing.assert_close(y, torch.rms_norm(x, (384,), norm.weight, 1e-5), rtol=1e-5, atol=1e-6)
+        for rows in (1, 8, 64):
+            x = torch.randn(rows, 1, 384) * scale
+            with torch.inference_mode():
+                y = norm(x)  # a decoding step: the layer-norm form
+            torch.testing.assert_close(y, torch.rms_norm(x, (384,), norm.weight, 1e-5), rtol=1e-5, atol=1e-6)
+    assert len(seen) == 9
     x = torch.randn(4, 384, requires_grad=True)
-    norm(x).sum().backward()  # several rows, or gradients: torch.rms_norm itself
-    assert x.grad is not None
+    norm(x).sum().backward()  # gradients, or more rows than a decoding step: torch.rms_norm itself
+    with torch.no_grad():
+        norm(torch.randn(65, 384))
+    assert x.grad is not None and len(seen) == 9

@@ -39,11 +39,13 @@ def separately(model):
         m.__dict__.pop("_group", None)
 
 
-@pytest.mark.parametrize("overrides,onednn", [((), False), (("model.attn_bias=[q,k,v]", "model.qk_norm=true"), False),
-                                              ((), True)], ids=["llama-aten", "qwen2-biases-qknorm", "llama-onednn"])
-def test_grouped_decoding_equals_the_layers_one_by_one(monkeypatch, overrides, onednn):
+@pytest.mark.parametrize("overrides,onednn,packs", [
+    ((), False, True), ((), False, False), (("model.attn_bias=[q,k,v]", "model.qk_norm=true"), False, True),
+    ((), True, True)], ids=["llama-aten-packed", "llama-aten-split", "qwen2-biases-qknorm", "llama-onednn"])
+def test_grouped_decoding_equals_the_layers_one_by_one(monkeypatch, overrides, onednn, packs):
     if onednn and not cpu_linear.WORKS:
         pytest.skip("this torch build has no working oneDNN linear")
+    monkeypatch.setattr(cpu_linear, "PACKS", packs and cpu_linear.PACKS)  # three rows: packed where it works
     model = llama(monkeypatch, *overrides, onednn=onednn)
     assert len(groups(model)) == 4  # q/k/v and gate/up in each of 2 layers
     prompt = torch.randint(0, 37, (3, 5), generator=torch.Generator().manual_seed(1))

@@ -8,7 +8,8 @@ mostly the call and reading the weight, so one product over the weights side by 
 
 The side-by-side weight is a copy, made on first use and again whenever a weight changes (an optimiser step,
 load_state_dict, `.to()`), so it costs the group's weights once more: made only for models whose linear
-weights fit fast.py's limit (BUILDER_DECODE_COPY_MB), the limit of cpu_linear's column-stored copies.
+weights fit fast.py's limit (BUILDER_DECODE_COPY_MB), the limit of cpu_linear's column-stored copies. Two rows
+or more read it packed for oneDNN where aten serves the rest (cpu_linear.pack), a copy made on first use.
 """
 from __future__ import annotations
 
@@ -56,10 +57,14 @@ def group_product(owner: nn.Module, layers: Sequence[nn.Module], x: torch.Tensor
         return None
     group = owner.__dict__.get("_group")
     if group is None or group[0] != key:
-        group = owner.__dict__["_group"] = (key, *_side_by_side(layers, owner.__dict__.get("_split_allowed")))
-    _, w, b, parts, widths = group
+        group = owner.__dict__["_group"] = [key, *_side_by_side(layers, owner.__dict__.get("_split_allowed")), None]
+    _, w, b, parts, widths, packed = group
     if cpu_linear.ENABLED:
         y = cpu_linear._LINEAR_OP(x, w, b, "none", [], "")
+    elif parts is not None and cpu_linear.PACKS and x.numel() > x.shape[-1]:  # several rows (cpu_linear.pack)
+        if packed is None:
+            packed = group[5] = cpu_linear.pack(w)  # made on first use: one prompt at a time never needs it
+        y = cpu_linear._LINEAR_OP(x, packed, b, "none", [], "")
     elif parts is not None:
         y = split_product(x, w, parts, b)
     else:
