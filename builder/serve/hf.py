@@ -101,8 +101,8 @@ class SafetensorsFiles:
                     start, end = info["data_offsets"]
                     dtype = getattr(torch, DTYPES[info["dtype"]])
                     f.seek(base + start)
-                    data = bytearray(f.read(end - start))
-                    if len(data) != end - start:
+                    data = bytearray(end - start)  # read into: f.read() would hold the bytes twice for a moment
+                    if f.readinto(data) != end - start:
                         raise CheckpointError(f"ckpt: {file} is truncated (tensor {name})")
                     tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
                     yield name, tensor.reshape(info["shape"])
