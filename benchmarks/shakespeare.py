@@ -7,8 +7,8 @@ interleaved seed by seed in one session.
 Each run is a fresh process timed from its start to its exit (imports, data, training, evaluations,
 checkpoints; nanoGPT's data preparation, a separate script in nanoGPT, is left off its clock). Both are then
 scored the same way after the clock stops: the final model's loss over the whole validation split. Goal: our mean
-time at most 0.85x the recipe's at an equal or lower mean val loss. `--profile` adds one builder run with
-BUILDER_PROFILE-style timing of where its time went (see `breakdown`).
+time at most 0.85x the recipe's at an equal or lower mean val loss. Where a builder run's time goes:
+benchmarks/train_breakdown.py.
 """
 from __future__ import annotations
 
