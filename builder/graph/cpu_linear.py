@@ -201,7 +201,8 @@ class OneDNNLinear:
         w, b = params["weight"], params["bias"]
         if not ENABLED:  # aten's path; decoding steps of large models split the product (fast.py sets the flag)
             if self.__dict__.get("_split_allowed") and decoding_rows(x, self.in_features):
-                if PACKS and x.numel() > self.in_features and self.__dict__.get("_columns_allowed", True):
+                if (PACKS and x.numel() > self.in_features and self.__dict__.get("_columns_allowed", True)
+                        and w.dtype == torch.float32 and type(w) in _PLAIN):
                     packed = self.__dict__.get("_packed")  # several rows: a packed copy, made on first use
                     if packed is None or packed[0] != w._version or packed[1] != w.data_ptr():
                         packed = self.__dict__["_packed"] = (w._version, w.data_ptr(), pack(w))
