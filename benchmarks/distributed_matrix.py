@@ -1,6 +1,7 @@
 """The whole DDP/FSDP matrix: every strategy with every task killed with SIGKILL after its first validation and
-resumed to the uninterrupted run's weights (the test suite kills one of the six cells, FSDP with the language model, to stay in its budget),
-plus the rest of tests/test_distributed.py. Prints each test with pass/fail and seconds.
+resumed to the uninterrupted run's weights (the test suite runs five of the six cells and kills one, FSDP with
+the language model, to stay in its budget), plus the rest of tests/test_distributed.py.
+Prints each test with pass/fail and seconds.
 
     python benchmarks/distributed_matrix.py
 """
