@@ -46,6 +46,12 @@ def build_mask(pad_mask: torch.Tensor | None, T: int, S: int, causal: bool, devi
     return mask
 
 
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask (True: may attend) as the 0 / -inf one SDPA makes of it on every call: made once, for a mask
+    that several calls share (every layer of a decoding step)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
 class Attention(nn.Module):
     """Shared core of the attention blocks: head bookkeeping, KV cache, SDPA call, optional weight capture."""
 
@@ -66,6 +72,14 @@ class Attention(nn.Module):
         if "kv" not in slot:
             slot["kv"] = KVCache(window, self.block_name)
         return slot["kv"]
+
+    @staticmethod
+    def step_mask(state, pad: torch.Tensor | None, T: int, S: int, causal: bool, dtype: torch.dtype,
+                  device: torch.device, window: int | None = None) -> torch.Tensor:
+        """build_mask's mask of a decoding step's T queries over S keys (padding flags pad (B, S) or None),
+        additive, made once per step for every layer that asks (state.once)."""
+        return state.once(("mask", S, causal, window, dtype), T, lambda: additive(
+            build_mask(pad, T, S, causal, device, window), dtype))
 
     def attend(self, q, k, v, mask, is_causal: bool = False) -> torch.Tensor:
         """q (B, H, T, hd), k and v (B, Hkv, S, hd) -> (B, T, H*hd); each group of H/Hkv query heads shares
@@ -115,9 +129,12 @@ class SelfAttention(Attention):
             cache = self.cache(state)
             if pad_mask is not None or cache.pad is not None:  # the caller's padding, kept by the cache
                 k, v, pad_mask = cache.update(k, v, pad_mask)
-            else:  # the prompts' (the state's), made once per step for every layer
+            else:
                 k, v, _ = cache.update(k, v)
-                pad_mask = state.key_padding(T, k.shape[2])
+                pad = state.key_padding(T, k.shape[2])  # the prompts' left padding, or None
+                if pad is not None:
+                    mask = self.step_mask(state, pad, T, k.shape[2], self.causal, q.dtype, x.device)
+                    return self.proj(self.attend(q, k, v, mask))  # (B, T, C)
         S = k.shape[2]
         if pad_mask is None and (T == 1 or not self.causal):
             return self.proj(self.attend(q, k, v, None))  # no mask: a decoding step's one query sees every key

@@ -15,11 +15,6 @@ from builder.graph.registry import block
 PROJECTIONS = ("q", "k", "v", "proj")
 
 
-def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A bool mask (True: may attend) as the 0 / -inf one SDPA would make of it on every call."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-
-
 def biased(bias: bool | list[str]) -> set[str]:
     """The projections with a bias: all for True, none for False, or the ones named."""
     if isinstance(bias, bool):
@@ -89,8 +84,7 @@ class GroupedQueryAttention(Attention):
             return self.proj(self.attend(q, k, v, None))  # (B, T, dim): every key is visible
         if pad is None and S == T and (self.window is None or self.window >= T):
             return self.proj(self.attend(q, k, v, None, is_causal=True))
-        mask = state.once(("mask", S, self.causal, self.window, q.dtype), T, lambda: additive(build_mask(
-            pad, T, S, self.causal, x.device, self.window if self.causal else None), q.dtype))
+        mask = self.step_mask(state, pad, T, S, self.causal, q.dtype, x.device, self.window if self.causal else None)
         return self.proj(self.attend(q, k, v, mask))  # (B, T, dim)
 
     def extra_repr(self) -> str:

@@ -91,12 +91,12 @@ class Rotary(nn.Module):
             cos, sin = cos.to(like.dtype), sin.to(like.dtype)
         return cos, sin
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0, rows: torch.Tensor | None = None,
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0,
                 angles: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """rows (B, T): each row's own positions (left-padded decoding) instead of offset .. offset+T-1; angles:
-        what `angles` gives for them, when made once for every layer of a decoding step."""
+        """Positions offset .. offset+T-1, or `angles` made by `angles()` (once for every layer of a decoding
+        step, with each row's own positions when prompts are left-padded)."""
         half = q.shape[3] // 2
-        cos, sin = angles if angles is not None else self.angles(offset, q.shape[2], q, rows)
+        cos, sin = angles if angles is not None else self.angles(offset, q.shape[2], q)
         # x.roll(half) swaps the halves: (x_j+hd/2, x_j); with the signed sines that is the rotation above:
         # x * cos + x.roll(half) * sin, in one kernel fewer (addcmul)
         return (torch.addcmul(q * cos, q.roll(half, dims=-1), sin),

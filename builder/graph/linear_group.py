@@ -61,7 +61,7 @@ def group_product(owner: nn.Module, layers: Sequence[nn.Module], x: torch.Tensor
     _, w, b, parts, widths, packed = group
     if cpu_linear.ENABLED:
         y = cpu_linear._LINEAR_OP(x, w, b, "none", [], "")
-    elif parts is not None and cpu_linear.PACKS and x.numel() > x.shape[-1]:  # several rows (cpu_linear.pack)
+    elif cpu_linear.PACKS and x.numel() > x.shape[-1]:  # several rows, as a layer's own (cpu_linear.pack)
         if packed is None:
             packed = group[5] = cpu_linear.pack(w)  # made on first use: one prompt at a time never needs it
         y = cpu_linear._LINEAR_OP(x, packed, b, "none", [], "")
