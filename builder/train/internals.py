@@ -5,6 +5,7 @@ the file to change (tests/test_distributed.py, test_resume.py and test_sweeps.py
 - the data-parallel size of ModelParallelStrategy, set for pure FSDP;
 - the fit loop's counters: batches of this epoch already trained (a resumable data order), and the logging
   step realigned after a restore;
+- whether the loggers write this batch's values (values logged on other batches are not written);
 - the Rich progress bar, counting the run's optimizer steps;
 - Hydra's basic sweeper, which lists the trials of a grid.
 """
@@ -42,6 +43,13 @@ def align_logging_step(trainer: Any) -> None:
     """Lightning counts logging steps apart from global_step and, restoring a checkpoint saved after a
     mid-training validation, ends one off; before any batch the two are equal."""
     trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+
+
+def logs_this_step(trainer: Any) -> bool:
+    """Whether Lightning hands this training batch's logged values to the loggers: every log_every_n_steps
+    batches and when the run stops (asked during the batch, as Lightning asks after it); every batch when
+    log_every_n_steps is 0 (no logger writes, and the progress bar shows the values)."""
+    return trainer.log_every_n_steps == 0 or bool(trainer._logger_connector.should_update_logs)
 
 
 def grid_trials(parsed: list[Any]) -> list[list[str]]:

@@ -19,6 +19,7 @@ from torch import nn
 from builder.contract import Roles, output_vocabulary, vocabulary
 from builder.errors import ConfigError
 from builder.train.flops import flops_per_token, peak_flops
+from builder.train.internals import logs_this_step
 from builder.train.optim import build_optimizer
 
 CHECKPOINT_FORMAT = 1
@@ -73,8 +74,12 @@ class Task(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, n, _ = self.step(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self._log_throughput(n, self.context(batch))
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        self._measure_throughput(n)
+        # a self.log call costs Lightning about half a millisecond (a step of a small model takes 40), and the
+        # loggers write only every log_every_n_steps: these values are logged for the steps they write
+        if logs_this_step(self.trainer):
+            self._log_throughput(n, self.context(batch))
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         if self.trainer.world_size > 1:  # an epoch's last batch, split unevenly across ranks (builder/train/data/order.py)
             weight = getattr(getattr(self.trainer.train_dataloader, "batch_sampler", None), "loss_weight", None)
             if weight is not None and weight(batch_idx) != 1.0:
@@ -97,21 +102,25 @@ class Task(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._tick = None  # the gap across validation is not training time
 
-    def _log_throughput(self, n: int, context: int = 0) -> None:
-        """Units (samples or tokens) per second; with a known peak, model FLOPs utilisation (builder/train/flops.py)."""
+    def _measure_throughput(self, n: int) -> None:
+        """Units (samples or tokens) per second, smoothed over batches."""
         now = time.perf_counter()
         if self._tick is not None:
             rate = n / max(now - self._tick, 1e-9)
             self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate  # smooth batch-to-batch jitter
-            self.log(f"train/{self.unit}_per_s", self._rate, prog_bar=True, batch_size=n)
-            if self._peak is None:
-                self._peak = peak_flops(self.cfg["trainer"], self.device) or 0.0
-            if self._peak:
-                if context not in self._flops:
-                    self._flops[context] = flops_per_token(self.model, context)
-                mfu = self._rate * self._flops[context] / self._peak
-                self.log("train/mfu", mfu, prog_bar=True, batch_size=n)
         self._tick = now
+
+    def _log_throughput(self, n: int, context: int = 0) -> None:
+        """The throughput; with a known peak, model FLOPs utilisation (builder/train/flops.py)."""
+        if self._rate is None:
+            return
+        self.log(f"train/{self.unit}_per_s", self._rate, prog_bar=True, batch_size=n)
+        if self._peak is None:
+            self._peak = peak_flops(self.cfg["trainer"], self.device) or 0.0
+        if self._peak:
+            if context not in self._flops:
+                self._flops[context] = flops_per_token(self.model, context)
+            self.log("train/mfu", self._rate * self._flops[context] / self._peak, prog_bar=True, batch_size=n)
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.trainer.estimated_stepping_batches
