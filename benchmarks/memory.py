@@ -1,6 +1,6 @@
 """Peak resident memory, ours beside transformers, GPT-2 124M (random weights, written once as a Hugging Face
 directory): loading and greedy generation of 100 tokens, and training steps (batch 4, block 256, AdamW). Each
-measurement is a fresh process (its peak RSS, imports included), the pairs run interleaved in one session.
+measurement is a fresh process (its peak RSS, VmHWM, imports included), the pairs run interleaved in one session.
 
     python benchmarks/memory.py [--steps 3] [--new 100]
 
@@ -53,7 +53,8 @@ for _ in range(STEPS):
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 """,
 }
-PEAK = "\nimport resource; print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+# VmHWM, the peak of this process image: ru_maxrss would also count the parent's memory at the fork before exec
+PEAK = "\nimport re; print('PEAK', int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1]) * 1024)\n"
 
 
 def peak(name: str, hf: Path, steps: int, new: int) -> float:

@@ -1,6 +1,7 @@
 """The config-built GPT-2 against transformers' GPT2LMHeadModel: same weights, same logits, same greedy text, and
 back to a directory transformers loads (the GPT-2 table, conf/hf/gpt2.yaml)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,27 @@ def test_unsupported_hf_variant_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", **SIZES}))
     with pytest.raises(ConfigError, match="no model.safetensors"):
         hf_dirs.load_dir(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the peak memory from /proc (Linux)")
+def test_loading_holds_the_weights_once(tmp_path):
+    """A GPT-2 directory with a large vocabulary (the embedding is nearly all of it) loads in little more memory
+    than its weights: the tied LM head is never allocated apart, and each tensor of the file is read straight
+    into its parameter (a copy of the embedding on the way, or a head of its own, would add 120 MB)."""
+    import subprocess
+    import sys
+    for name, vocab in (("tiny", 100), ("large", 120_000)):
+        cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=256, n_layer=1, n_head=4)
+        transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / name)
+    weights = (tmp_path / "large" / "model.safetensors").stat().st_size
+    code = (  # VmHWM: the peak of this process image (ru_maxrss would count the parent's memory before exec)
+        "import re, torch\n"
+        "from builder.serve import checkpoint\n"
+        "def status(key): return int(re.search(key + r':\\s+(\\d+) kB', open('/proc/self/status').read())[1]) * 1024\n"
+        f"checkpoint.load({str(tmp_path / 'tiny')!r})  # what loading imports and sets up\n"
+        "before = status('VmRSS')\n"
+        f"model = checkpoint.load({str(tmp_path / 'large')!r}).model\n"
+        "print(status('VmHWM') - before)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    growth = int(done.stdout.split()[-1])
+    assert growth < 1.25 * weights, f"loading grew the process by {growth / 1e6:.0f} MB for {weights / 1e6:.0f} MB"

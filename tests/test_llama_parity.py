@@ -156,6 +156,14 @@ def test_safetensors_are_read_a_tensor_at_a_time_as_the_library_reads_them(tmp_p
     assert read.keys() == expected.keys()
     for name, value in expected.items():
         assert read[name].dtype == value.dtype and torch.equal(read[name], value), name
+    for name, stored in hf.read_weights(tmp_path).entries():  # straight into a tensor of the caller's
+        out = torch.full(stored.shape, 7, dtype=stored.dtype)
+        version = out._version
+        stored.read_into(out)
+        assert torch.equal(out, expected[name]) and out._version > version, name
+        if name == "f32":
+            with pytest.raises(ValueError, match=r"f32: cannot read \(3, 4\) torch.float32 into \(4, 3\)"):
+                stored.read_into(torch.empty(4, 3))
     data = (tmp_path / "model.safetensors").read_bytes()
     (tmp_path / "model.safetensors").write_bytes(data[:-8])
     with pytest.raises(ConfigError, match=r"model.safetensors is truncated \(tensor "):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from builder.graph import registry
@@ -24,9 +25,17 @@ class FunctionBlock(nn.Module):
         return f"{self.fn.__name__}, {self.kwargs}" if self.kwargs else self.fn.__name__
 
 
-def make_block(node: NodeSpec) -> nn.Module:
+def make_block(node: NodeSpec, allocate: bool = False) -> nn.Module:
+    """The node's module. A node with `tie:` is made on the meta device (unless `allocate`): the weights it
+    shares are another node's, so a large tied LM head is never allocated and initialised only to be dropped;
+    tie_weights gives it the shared tensors and makes whatever it does not share."""
     obj = registry.get(node.block).load()
-    return obj(**node.args) if inspect.isclass(obj) else FunctionBlock(obj, dict(node.args))
+    if not inspect.isclass(obj):
+        return FunctionBlock(obj, dict(node.args))
+    if node.tie is not None and not allocate:
+        with torch.device("meta"):
+            return obj(**node.args)
+    return obj(**node.args)
 
 
 MISSING = object()  # a value a visitor did not produce (walk): nodes that read it are skipped
@@ -200,11 +209,33 @@ def tie_weights(graph: Graph, spec: GraphSpec, report: Callable[[NodeSpec, str],
         theirs = dict(by_name[node.tie].named_parameters(recurse=False))
         mine = dict(module.named_parameters(recurse=False))
         for pname, param in mine.items():
-            if pname in theirs and theirs[pname].shape != param.shape and report:
-                report(node, f"cannot share `{pname}`: {tuple(param.shape)} here, {tuple(theirs[pname].shape)} "
-                             f"in '{node.tie}'")
+            if pname in theirs and theirs[pname].shape != param.shape:
+                report and report(node, f"cannot share `{pname}`: {tuple(param.shape)} here, "
+                                        f"{tuple(theirs[pname].shape)} in '{node.tie}'")
             elif pname in theirs:
                 setattr(module, pname, theirs[pname])
         if report and not set(mine) & set(theirs):
             report(node, f"'{node.tie}' has no parameter with a name this node has "
                          f"(this node: {', '.join(mine) or 'none'})")
+        _make_unshared(module, node, next(iter(theirs.values()), None))
+
+
+def _make_unshared(module: nn.Module, node: NodeSpec, shared: torch.Tensor | None) -> None:
+    """A tied module was made on the meta device (make_block): the tensors it does not share (a bias, a
+    buffer) are taken from a copy of the block made for real, so they start as the block starts them."""
+    device = shared.device if shared is not None else torch.get_default_device()
+    if device.type == "meta":  # shape inference: everything stays on the meta device
+        return
+    # parameters, buffers and plain tensor attributes (tables a block computes when it is made)
+    left = [(prefix, sub, table, key) for prefix, sub in module.named_modules()
+            for table in (sub._parameters, sub._buffers, sub.__dict__)
+            for key, t in table.items() if isinstance(t, torch.Tensor) and t.is_meta]
+    if not left:
+        return
+    with torch.device(device):
+        real = make_block(node, allocate=True)
+    for prefix, sub, table, key in left:
+        source = real.get_submodule(prefix)
+        source_table = source._parameters if table is sub._parameters else (
+            source._buffers if table is sub._buffers else source.__dict__)
+        table[key] = source_table[key]

@@ -94,18 +94,51 @@ class SafetensorsFiles:
             self.files.append((file, 8 + size, header))
 
     def items(self):
+        """(name, tensor) pairs, each tensor read as it is asked for."""
+        for name, entry in self.entries():
+            yield name, entry.read()
+
+    def entries(self):
+        """(name, Stored) pairs in file order: a tensor's shape and dtype, read on request, into a new tensor
+        or straight into one of the caller's (valid until the next pair is asked for)."""
         import torch  # deferred: config errors are reported before torch is imported
         for file, base, header in self.files:
             with open(file, "rb") as f:
                 for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
                     start, end = info["data_offsets"]
-                    dtype = getattr(torch, DTYPES[info["dtype"]])
-                    f.seek(base + start)
-                    data = bytearray(end - start)  # read into: f.read() would hold the bytes twice for a moment
-                    if f.readinto(data) != end - start:
-                        raise CheckpointError(f"ckpt: {file} is truncated (tensor {name})")
-                    tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-                    yield name, tensor.reshape(info["shape"])
+                    yield name, Stored(f, file, name, base + start, end - start, info["shape"],
+                                       getattr(torch, DTYPES[info["dtype"]]))
+
+
+class Stored:
+    """One tensor of an open safetensors file, not read yet."""
+
+    def __init__(self, f: Any, file: Path, name: str, offset: int, size: int, shape: list[int], dtype: Any):
+        self.f, self.file, self.name, self.offset, self.size = f, file, name, offset, size
+        self.shape, self.dtype = tuple(shape), dtype
+
+    def _read(self, buffer: Any) -> None:
+        self.f.seek(self.offset)
+        if self.f.readinto(buffer) != self.size:
+            raise CheckpointError(f"ckpt: {self.file} is truncated (tensor {self.name})")
+
+    def read(self) -> Any:
+        import torch  # deferred: config errors are reported before torch is imported
+        data = bytearray(self.size)  # read into: f.read() would hold the bytes twice for a moment
+        self._read(data)
+        tensor = torch.frombuffer(data, dtype=self.dtype) if data else torch.empty(0, dtype=self.dtype)
+        return tensor.reshape(self.shape)
+
+    def read_into(self, out: Any) -> None:
+        """The bytes straight into `out`, a contiguous CPU tensor of this shape and dtype (no copy made on the
+        way); `out` counts as changed in place, so copies made of it before (graph/cpu_linear.py) are made again."""
+        if (tuple(out.shape) != self.shape or out.dtype != self.dtype or not out.is_contiguous()
+                or out.device.type != "cpu"):
+            raise ValueError(f"{self.name}: cannot read {self.shape} {self.dtype} into {tuple(out.shape)} {out.dtype}")
+        import torch  # deferred: config errors are reported before torch is imported
+        if self.size:
+            self._read(memoryview(out.detach().reshape(-1).view(torch.uint8).numpy()))
+        torch.autograd.graph.increment_version(out)
 
 
 def read_weights(path: Path) -> SafetensorsFiles:

@@ -174,7 +174,9 @@ class Family:
         params = {k.removeprefix("graph."): v for k, v in model.state_dict().items()}  # the parameters' storage
         out: dict[str, Any] = params if into_model else {}
         problems, filled = [], {}
-        for name, t in tensors.items():
+        # a safetensors file (builder/serve/hf.py) hands out tensors unread: one with a place of its own shape
+        # is read straight into the model's parameter, so not even that tensor is held twice
+        for name, t in (tensors.entries() if hasattr(tensors, "entries") else tensors.items()):
             match = self._match_hf(name)
             if match is None:
                 if not any(p.match(name) or p.match(self.prefix + name) for p in self.ignore):
@@ -187,6 +189,15 @@ class Family:
                 problems.append(f"{where}: tensor {name} has no place in this model ({absent[0]}); config.json "
                                 f"and the weights disagree")
                 continue
+            if hasattr(t, "read_into"):
+                x = targets[0]
+                if (into_model and not transpose and piece is None and len(targets) == 1
+                        and t.shape == tuple(params[x].shape) and t.dtype == params[x].dtype
+                        and params[x].is_contiguous() and params[x].device.type == "cpu"):
+                    t.read_into(params[x])
+                    filled.setdefault(x, set()).add(None)
+                    continue
+                t = t.read()
             t = t.t() if transpose else t
             parts = t.split([params[x].shape[0] for x in targets]) if len(targets) > 1 else [t]
             for x, part in zip(targets, parts):
