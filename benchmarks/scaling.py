@@ -3,7 +3,7 @@ GPT2LMHeadModel (sdpa attention), against context length and against model size,
 
     python benchmarks/scaling.py [--contexts 128,256,512,1024,2048] [--steps 3]
 
-Each point is a fresh process per implementation (its peak RSS is the point's memory; imports included, the
+Each point is a fresh process per implementation (its peak RSS, VmHWM, is the point's memory; imports included, the
 same for both sides' torch), timing `--steps` AdamW steps after one warm-up step. Contexts run the 6/6/384 GPT
 at batch 1; sizes run 4/4/128, 6/6/384 and GPT-2 small (12/12/768) at context 256, batch 4. Writes
 benchmarks/results/scaling.{json,md} and scaling_context.png, scaling_size.png.
@@ -25,7 +25,7 @@ SIZES = {"4/4/128": (4, 4, 128), "6/6/384": (6, 6, 384), "12/12/768": (12, 12, 7
 VOCAB = 50257
 
 CHILD = """
-import json, resource, time, torch
+import json, re, time, torch
 torch.manual_seed(0)
 L, H, C, T, B, STEPS, WHO = {L}, {H}, {C}, {T}, {B}, {STEPS}, {WHO!r}
 if WHO == "ours":
@@ -49,7 +49,7 @@ for i in range(STEPS + 1):
     loss_of(x).backward(); opt.step(); opt.zero_grad(set_to_none=True)
 seconds = time.perf_counter() - start
 print(json.dumps({{"tokens_per_s": STEPS * B * T / seconds,
-                   "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}}))
+                   "peak_gb": int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024 / 1e9}}))
 """
 
 
