@@ -1,6 +1,6 @@
 """Shakespeare characters on a CPU, end to end, side by side: nanoGPT's recipe (benchmarks/nanogpt_recipe.py, a
 plain loop written from nanoGPT's published CPU settings) and `builder-train experiment=gpt_shakespeare_char_cpu`,
-interleaved seed by seed in one session.
+interleaved seed by seed in one session, which goes first alternating.
 
     python benchmarks/shakespeare.py [--seeds 0,1,2] [--only builder] [extra builder-train overrides ...]
 
@@ -61,13 +61,14 @@ def main() -> None:
     args, extra = parser.parse_known_args()
     rows: dict[str, list[dict]] = {"nanogpt": [], "builder": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            if args.only != "builder":
-                rows["nanogpt"].append(recipe(seed, Path(tmp)))
-                print("nanogpt", rows["nanogpt"][-1], flush=True)
-            if args.only != "nanogpt":
-                rows["builder"].append(ours(seed, extra, Path(tmp)))
-                print("builder", rows["builder"][-1], flush=True)
+        for i, seed in enumerate(int(s) for s in args.seeds.split(",")):
+            runs = {"nanogpt": lambda: recipe(seed, Path(tmp)), "builder": lambda: ours(seed, extra, Path(tmp))}
+            # the order alternates seed by seed, so a machine that slows or speeds up over the session
+            # weighs on both sides alike
+            for who in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+                if args.only in (None, who):
+                    rows[who].append(runs[who]())
+                    print(who, rows[who][-1], flush=True)
     mean = {k: {"seconds": statistics.mean(r["seconds"] for r in v), "val_loss": statistics.mean(r["val_loss"] for r in v)}
             for k, v in rows.items() if v}
     result = {"runs": rows, "mean": mean, "overrides": extra, "cpus": os.cpu_count()}
