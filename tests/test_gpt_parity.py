@@ -108,21 +108,43 @@ def test_unsupported_hf_variant_is_a_clear_error(tmp_path):
 def test_loading_holds_the_weights_once(tmp_path):
     """A GPT-2 directory with a large vocabulary (the embedding is nearly all of it) loads in little more memory
     than its weights: the tied LM head is never allocated apart, and each tensor of the file is read straight
-    into its parameter (a copy of the embedding on the way, or a head of its own, would add 120 MB)."""
+    into its parameter (a copy of the embedding on the way, or a head of its own, would add 120 MB); the same
+    for the model exported as our own directory (model.safetensors + config.yaml)."""
     import subprocess
     import sys
+
+    from builder.serve import checkpoint
     for name, vocab in (("tiny", 100), ("large", 120_000)):
         cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=256, n_layer=1, n_head=4)
         transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / name)
+    checkpoint.export(checkpoint.load(tmp_path / "large"), tmp_path / "exported")
     weights = (tmp_path / "large" / "model.safetensors").stat().st_size
-    code = (  # VmHWM: the peak of this process image (ru_maxrss would count the parent's memory before exec)
-        "import re, torch\n"
-        "from builder.serve import checkpoint\n"
-        "def status(key): return int(re.search(key + r':\\s+(\\d+) kB', open('/proc/self/status').read())[1]) * 1024\n"
-        f"checkpoint.load({str(tmp_path / 'tiny')!r})  # what loading imports and sets up\n"
-        "before = status('VmRSS')\n"
-        f"model = checkpoint.load({str(tmp_path / 'large')!r}).model\n"
-        "print(status('VmHWM') - before)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    growth = int(done.stdout.split()[-1])
-    assert growth < 1.25 * weights, f"loading grew the process by {growth / 1e6:.0f} MB for {weights / 1e6:.0f} MB"
+    for path in (tmp_path / "large", tmp_path / "exported"):
+        code = (  # VmHWM: the peak of this process image (ru_maxrss would count the parent's memory before exec)
+            "import re, torch\n"
+            "from builder.serve import checkpoint\n"
+            "def status(key): return int(re.search(key + r':\\s+(\\d+) kB', open('/proc/self/status').read())[1]) * 1024\n"
+            f"checkpoint.load({str(tmp_path / 'tiny')!r})  # what loading imports and sets up\n"
+            "before = status('VmRSS')\n"
+            f"model = checkpoint.load({str(path)!r}).model\n"
+            "print(status('VmHWM') - before)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        growth = int(done.stdout.split()[-1])
+        assert growth < 1.25 * weights, f"{path.name}: the process grew {growth / 1e6:.0f} MB for {weights / 1e6:.0f} MB"
+
+
+def test_an_exported_directory_with_weights_that_do_not_fit_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from builder.serve import checkpoint
+    hf, _ = save_hf_dir(tmp_path / "hf")
+    out = checkpoint.export(checkpoint.load(tmp_path / "hf"), tmp_path / "exported")
+    tensors = load_file(out / "model.safetensors")
+    for change, message in ((lambda t: t.pop("graph.ln_f.weight"), "has no tensor for graph.ln_f.weight"),
+                            (lambda t: t.update(extra=torch.zeros(2)), "tensor extra has no place in this model"),
+                            (lambda t: t.update({"graph.ln_f.weight": torch.zeros(3)}), r"tensor graph.ln_f.weight has shape \(3,\)")):
+        changed = dict(tensors)
+        change(changed)
+        save_file(changed, out / "model.safetensors")
+        with pytest.raises(ConfigError, match=message):
+            checkpoint.load(out)

@@ -119,15 +119,40 @@ def load(path: str | Path, allow_imports: bool = False) -> Loaded:
     if file.is_dir():
         cfg, tokenizer = read_config(file)
         check_imports(cfg, allow_imports, file)
-        from safetensors.torch import load_model  # deferred: config errors are reported before torch is imported
-        model = build_model(cfg["model"])
-        load_model(model, str(file / WEIGHTS), strict=True, device="cpu")
+        import torch  # deferred: config errors are reported before torch is imported
+        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+            model = build_model(cfg["model"])
+        read_weights_into(model, file / WEIGHTS)
     else:
         ckpt = read_checkpoint(file)
         cfg, tokenizer = ckpt["builder"]["config"], ckpt["builder"].get("tokenizer")
         check_imports(cfg, allow_imports, file)
         model = model_with_weights(cfg["model"], ckpt["state_dict"], cfg, allow_imports)
     return Loaded(model.eval(), cfg, file, tokenizer)
+
+
+def read_weights_into(model: Any, file: Path) -> None:
+    """An exported model.safetensors read a tensor at a time straight into the model's parameters, so loading
+    never holds the weights twice (the safetensors library's load_model reads the whole file first). Every
+    tensor must have a place of its shape and every parameter a tensor (a tied one is stored once)."""
+    params = model.state_dict()  # the parameters' storage, by name
+    filled: set[int] = set()
+    for name, stored in hf.SafetensorsFiles([file]).entries():
+        target = params.get(name)
+        if target is None:
+            raise CheckpointError(f"ckpt: {file}: tensor {name} has no place in this model")
+        if stored.shape != tuple(target.shape):
+            raise CheckpointError(f"ckpt: {file}: tensor {name} has shape {stored.shape}; the model's is "
+                                  f"{tuple(target.shape)}")
+        if stored.dtype == target.dtype and target.is_contiguous():
+            stored.read_into(target)
+        else:
+            target.copy_(stored.read())
+        filled.add(target.data_ptr())
+    missing = [n for n, t in params.items() if t.numel() and t.data_ptr() not in filled]
+    if missing:
+        raise CheckpointError(f"ckpt: {file} has no tensor for {missing[0]}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
 def model_with_weights(model_cfg: dict[str, Any], task_state: dict[str, Any], run_cfg: dict[str, Any] | None = None,
