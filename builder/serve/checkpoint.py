@@ -144,10 +144,7 @@ def read_weights_into(model: Any, file: Path) -> None:
         if stored.shape != tuple(target.shape):
             raise CheckpointError(f"ckpt: {file}: tensor {name} has shape {stored.shape}; the model's is "
                                   f"{tuple(target.shape)}")
-        if stored.dtype == target.dtype and target.is_contiguous():
-            stored.read_into(target)
-        else:
-            target.copy_(stored.read())
+        stored.copy_to(target)
         filled.add(target.data_ptr())
     missing = [n for n, t in params.items() if t.numel() and t.data_ptr() not in filled]
     if missing:

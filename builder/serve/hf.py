@@ -140,6 +140,15 @@ class Stored:
             self._read(memoryview(out.detach().reshape(-1).view(torch.uint8).numpy()))
         torch.autograd.graph.increment_version(out)
 
+    def copy_to(self, out: Any) -> None:
+        """This tensor into `out` of its shape: read straight in where read_into can, else read and converted."""
+        import torch  # deferred: config errors are reported before torch is imported
+        if out.dtype == self.dtype and out.is_contiguous() and out.device.type == "cpu":
+            self.read_into(out)
+        else:
+            with torch.no_grad():
+                out.copy_(self.read())
+
 
 def read_weights(path: Path) -> SafetensorsFiles:
     """The tensors of model.safetensors or of the shards its index lists; other weight files are refused."""

@@ -189,12 +189,11 @@ class Family:
                 problems.append(f"{where}: tensor {name} has no place in this model ({absent[0]}); config.json "
                                 f"and the weights disagree")
                 continue
-            if hasattr(t, "read_into"):
+            if hasattr(t, "copy_to"):
                 x = targets[0]
                 if (into_model and not transpose and piece is None and len(targets) == 1
-                        and t.shape == tuple(params[x].shape) and t.dtype == params[x].dtype
-                        and params[x].is_contiguous() and params[x].device.type == "cpu"):
-                    t.read_into(params[x])
+                        and t.shape == tuple(params[x].shape)):
+                    t.copy_to(params[x])
                     filled.setdefault(x, set()).add(None)
                     continue
                 t = t.read()
