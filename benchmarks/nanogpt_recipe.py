@@ -13,8 +13,10 @@ as nanoGPT's prepare.py runs before train.py).
 
     python benchmarks/nanogpt_recipe.py --data PATH --seed 0 --out DIR
 
-Prints one JSON line: seconds (process start to the end of training), the last estimated val loss, and the
-val loss over the whole validation split (computed after the clock stops, for comparisons).
+Prints one JSON line: seconds (process start to the end of training), where they went (imports, setup,
+training steps, evaluations, checkpoint saves, the rest: batches and the loop), the last estimated val loss, and
+the val loss over the whole validation split (computed after the clock stops, for comparisons, and timed as
+scoring_seconds, so that a caller timing the whole process can leave it off as it leaves off prepare_seconds).
 """
 from __future__ import annotations
 
@@ -88,6 +90,7 @@ def full_split(model: GPT, data: np.ndarray) -> float:
 
 
 def main() -> None:
+    imported = time.perf_counter()
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -106,28 +109,40 @@ def main() -> None:
                             lr=LR, betas=(0.9, 0.99))
     best, val_loss = float("inf"), float("nan")
     args.out.mkdir(parents=True, exist_ok=True)
+    spent = {"training steps": 0.0, "evaluations": 0.0, "checkpoint saves": 0.0}
+    loop_start = time.perf_counter()
     for step in range(STEPS + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         if step % EVAL_EVERY == 0:
+            t = time.perf_counter()
             estimate(model, train, g)
             val_loss = estimate(model, val, g)
+            spent["evaluations"] += time.perf_counter() - t
             if step > 0 and val_loss < best:
                 best = val_loss
+                t = time.perf_counter()
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
                            args.out / "ckpt.pt")
+                spent["checkpoint saves"] += time.perf_counter() - t
         if step == STEPS:
             break
         x, y = batch(train, g)
+        t = time.perf_counter()
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-    seconds = time.perf_counter() - START - prepare_seconds  # from process start, less the data preparation
+        spent["training steps"] += time.perf_counter() - t
+    end = time.perf_counter()
+    seconds = end - START - prepare_seconds  # from process start, less the data preparation
+    phases = {"imports": imported - START, "setup": loop_start - imported - prepare_seconds, **spent,
+              "rest (batches, loop)": end - loop_start - sum(spent.values())}
     full = full_split(model, val)
-    print(json.dumps({"seconds": seconds, "prepare_seconds": prepare_seconds, "estimated_val_loss": val_loss,
-                      "val_loss": full}))
+    scoring_seconds = time.perf_counter() - end  # after the clock: a caller timing the process leaves it off
+    print(json.dumps({"seconds": seconds, "prepare_seconds": prepare_seconds, "scoring_seconds": scoring_seconds,
+                      "estimated_val_loss": val_loss, "val_loss": full, "phases": phases}))
 
 
 if __name__ == "__main__":

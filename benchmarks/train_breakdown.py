@@ -3,6 +3,11 @@ the config, data and model setup, training steps, validation passes (the sample 
 checkpoint saves, and the rest (Lightning's loop and hooks, logging). One run, in process, timed by a callback.
 
     python benchmarks/train_breakdown.py [overrides ...]      # default: experiment=gpt_shakespeare_char_cpu
+    python benchmarks/train_breakdown.py --beside-recipe [--seed N]
+
+--beside-recipe then runs nanoGPT's recipe (benchmarks/nanogpt_recipe.py, the other side of shakespeare.py) with
+the same seed and prints both breakdowns side by side, phase by phase: where our time goes that the hand-written
+loop does not spend. Written to benchmarks/results/train_breakdown.{json,md}.
 """
 from __future__ import annotations
 
@@ -10,8 +15,12 @@ import time
 
 START = time.perf_counter()
 
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
@@ -61,8 +70,51 @@ class Clock(Callback):
         self.fit_end = time.perf_counter()
 
 
+def recipe_phases(seed: int) -> dict[str, float]:
+    """nanoGPT's recipe in a fresh process: its phases and total (its data preparation and its scoring of the
+    whole validation split after training left off, as in shakespeare.py)."""
+    root = Path(__file__).resolve().parent
+    data = Path(os.environ.get("BUILDER_SHARED", root.parent.parent / "shared")) / "data" / "tinyshakespeare.txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, str(root / "nanogpt_recipe.py"), "--data", str(data), "--seed",
+                               str(seed), "--out", tmp], capture_output=True, text=True, check=True)
+        seconds = time.perf_counter() - start
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**found["phases"], "total": seconds - found["prepare_seconds"] - found["scoring_seconds"]}
+
+
+def side_by_side(ours: dict[str, float], theirs: dict[str, float], seed: int) -> list[str]:
+    """Ours and the recipe's phases in rows that mean the same on both sides."""
+    rows = [("imports", ours["imports"], theirs["imports"]),
+            ("setup: config, data, model, optimizer, Lightning", ours["compose"] + ours[
+                "check, data, model, Lightning setup"], theirs["setup"]),
+            ("training steps", ours["training steps"], theirs["training steps"]),
+            ("validation / evaluations", ours["validation (with samples)"], theirs["evaluations"]),
+            ("checkpoint saves", ours["checkpoint saves"], theirs["checkpoint saves"]),
+            ("the rest: loop, batches, hooks, logging, teardown", ours[
+                "Lightning loop, hooks, logging (rest of fit)"] + ours["after fit (result, teardown)"],
+             theirs["rest (batches, loop)"]),
+            ("total, process start to end", ours["total"], theirs["total"])]
+    lines = [f"# Where the time goes: builder-train beside nanoGPT's recipe (seed {seed})", "",
+             "`python benchmarks/train_breakdown.py --beside-recipe`, one run each (ours first), this machine: "
+             f"{os.cpu_count()} CPUs", "",
+             "| phase | builder-train s | nanoGPT recipe s | difference s |", "|---|---|---|---|"]
+    lines += [f"| {name} | {a:.1f} | {b:.1f} | {a - b:+.1f} |" for name, a, b in rows]
+    return lines
+
+
 def main() -> None:
-    overrides = sys.argv[1:] or ["experiment=gpt_shakespeare_char_cpu"]
+    beside = "--beside-recipe" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--beside-recipe"]
+    seed = 0
+    if "--seed" in args:
+        i = args.index("--seed")
+        seed = int(args[i + 1])
+        del args[i:i + 2]
+    overrides = args or ["experiment=gpt_shakespeare_char_cpu"]
+    if beside:
+        overrides = [*overrides, f"seed={seed}"]
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         args = [*overrides, f"run_dir={tmp}/run", "trainer.enable_progress_bar=false"]
@@ -78,6 +130,14 @@ def main() -> None:
     print(f"{' '.join(overrides)}: {total:.1f} s from process start")
     for key, value in parts.items():
         print(f"  {key:48s} {value:7.1f} s  {100 * value / total:5.1f}%")
+    if beside:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from save_results import save
+        theirs = recipe_phases(seed)
+        lines = side_by_side({**parts, "total": total}, theirs, seed)
+        print("\n".join(lines))
+        save("train_breakdown", {"seed": seed, "overrides": overrides, "builder": {**parts, "total": total},
+                                 "nanogpt_recipe": theirs}, lines)
 
 
 if __name__ == "__main__":
