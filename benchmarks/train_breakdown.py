@@ -15,9 +15,7 @@ import time
 
 START = time.perf_counter()
 
-import json  # noqa: E402
 import os  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -71,17 +69,11 @@ class Clock(Callback):
 
 
 def recipe_phases(seed: int) -> dict[str, float]:
-    """nanoGPT's recipe in a fresh process: its phases and total (its data preparation and its scoring of the
-    whole validation split after training left off, as in shakespeare.py)."""
-    root = Path(__file__).resolve().parent
-    data = Path(os.environ.get("BUILDER_SHARED", root.parent.parent / "shared")) / "data" / "tinyshakespeare.txt"
+    """nanoGPT's recipe in a fresh process, timed as shakespeare.py times it: its phases and total."""
+    from shakespeare import recipe
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, str(root / "nanogpt_recipe.py"), "--data", str(data), "--seed",
-                               str(seed), "--out", tmp], capture_output=True, text=True, check=True)
-        seconds = time.perf_counter() - start
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**found["phases"], "total": seconds - found["prepare_seconds"] - found["scoring_seconds"]}
+        found = recipe(seed, Path(tmp))
+    return {**found["phases"], "total": found["seconds"]}
 
 
 def side_by_side(ours: dict[str, float], theirs: dict[str, float], seed: int) -> list[str]:
@@ -131,8 +123,7 @@ def main() -> None:
     for key, value in parts.items():
         print(f"  {key:48s} {value:7.1f} s  {100 * value / total:5.1f}%")
     if beside:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from save_results import save
+        from save_results import save  # benchmarks/, this script's directory
         theirs = recipe_phases(seed)
         lines = side_by_side({**parts, "total": total}, theirs, seed)
         print("\n".join(lines))
