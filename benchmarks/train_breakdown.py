@@ -15,8 +15,8 @@ import time
 
 START = time.perf_counter()
 
+import argparse  # noqa: E402
 import os  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -97,14 +97,12 @@ def side_by_side(ours: dict[str, float], theirs: dict[str, float], seed: int) ->
 
 
 def main() -> None:
-    beside = "--beside-recipe" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--beside-recipe"]
-    seed = 0
-    if "--seed" in args:
-        i = args.index("--seed")
-        seed = int(args[i + 1])
-        del args[i:i + 2]
-    overrides = args or ["experiment=gpt_shakespeare_char_cpu"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--beside-recipe", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args, overrides = parser.parse_known_args()
+    beside, seed = args.beside_recipe, args.seed
+    overrides = overrides or ["experiment=gpt_shakespeare_char_cpu"]
     if beside:
         overrides = [*overrides, f"seed={seed}"]
     clock = Clock()
