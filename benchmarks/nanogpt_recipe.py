@@ -5,7 +5,9 @@ hand-written GPT of benchmarks/reference_gpt.py trained by a plain loop, as nano
         --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
         --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0
 
-i.e. AdamW (betas 0.9/0.99, weight decay 0.1 on matrices), lr 1e-3 with 100 warmup steps and cosine decay to
+i.e. nanoGPT's model.py as train.py configures it (no biases in linear and layer-norm layers, exact GELU),
+AdamW (betas 0.9/0.99, weight decay 0.1 on matrices; torch's default loop over the parameters, as
+nanoGPT asks for the fused kernel on CUDA only), lr 1e-3 with 100 warmup steps and cosine decay to
 1e-4 at step 2000, gradient clipping at 1.0, random windows of the training split, and every 250 steps an
 estimate of the train and val loss on 20 random batches each, with a checkpoint when val improves. The data is
 the character-level 90/10 split of the text, as nanoGPT's prepare.py makes it (tokenized before the clock starts,
@@ -102,7 +104,7 @@ def main() -> None:
     torch.manual_seed(1337 + args.seed)
     g = torch.Generator().manual_seed(args.seed)
     model = GPT(GPTConfig(vocab_size=vocab, block_size=BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=WIDTH,
-                          dropout=0.0))
+                          dropout=0.0, bias=False, gelu="none"))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],

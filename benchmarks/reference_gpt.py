@@ -1,5 +1,6 @@
 """A hand-written GPT-2 in the plain nanoGPT way, the yardstick for the config-built one: pre-norm blocks,
-fused qkv, scaled_dot_product_attention with is_causal, tanh GELU (as GPT-2), tied LM head, GPT-2 init."""
+fused qkv, scaled_dot_product_attention with is_causal, tanh GELU (as GPT-2; `gelu="none"` for the exact one, as
+nanoGPT's model.py), tied LM head, GPT-2 init."""
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    gelu: str = "tanh"  # nn.GELU's `approximate`
 
 
 class CausalSelfAttention(nn.Module):
@@ -41,7 +43,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = nn.GELU(approximate="tanh")
+        self.gelu = nn.GELU(approximate=cfg.gelu)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
