@@ -173,6 +173,8 @@ TASKS = {
     "classification": {**TASK_COMMON, "loss": S("Literal['cross_entropy', 'mse', 'l1']", "cross_entropy")},
     "language_model": {**TASK_COMMON,
                        "sample_tokens": S("int", 200, "tokens sampled after each validation", low=0),
+                       "sample_after": S("Literal['validation', 'training']", "validation",
+                                         "sample after each validation, or once after training"),
                        "sample_prompt": S("str", "\n"), "sample_temperature": S("float", 0.8, low=0),
                        "sample_top_k": S("int | None", None, low=1)},
     "masked_lm": {**TASK_COMMON,

@@ -49,6 +49,21 @@ def test_loss_falls_and_metrics_are_logged(lm_run):
     assert (lm_run.dir / "samples.txt").read_text().count("--- step") == 2
 
 
+def test_sample_after_training_samples_once_the_same_text(lm_run, compose, tmp_path):
+    """task.sample_after=training: no sample at each validation, one after the last step, the same text as the
+    last validation's sample of the same run (sampling draws from its own seeded generator)."""
+    from builder.train.run import train
+    overrides = [*TINY_GPT, f"run_dir={tmp_path / 'run'}", f"data.cache_dir={lm_run.dir.parent / 'text_cache'}",
+                 "trainer.max_steps=80", "trainer.val_check_interval=40", "task.sample_after=training"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train(compose(overrides), overrides=overrides)
+    samples = (tmp_path / "run" / "samples.txt").read_text()
+    assert samples.count("--- step") == 1 and samples.startswith("--- step 80\n")
+    assert samples == "--- step 80\n" + (lm_run.dir / "samples.txt").read_text().split("--- step 80\n")[1]
+    assert "sample after 80 steps:" in out.getvalue()
+
+
 def test_checkpoint_carries_the_tokenizer(lm_run):
     ckpt = torch.load(lm_run.dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["builder"]["tokenizer"] == (lm_run.dir / "tokenizer.json").read_text()

@@ -2,8 +2,9 @@
 
 Validation scores every token of the validation split once (see builder/train/data/text.py); `val/loss` is the
 mean over tokens, `val/bpc` (bits per character) is logged for character-level tokenizers. After each
-validation a short sample is generated, appended to samples.txt in the run directory, handed to loggers that
-take text, and the last one is printed when training ends. The tokenizer travels inside every checkpoint.
+validation (or, with `task.sample_after: training`, once after the last step) a short sample is generated,
+appended to samples.txt in the run directory, handed to loggers that take text, and the last one is printed
+when training ends. The tokenizer travels inside every checkpoint.
 """
 from __future__ import annotations
 
@@ -67,9 +68,19 @@ class LanguageModelTask(Task):
     # --- samples --------------------------------------------------------------------------------------
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+        if (self.trainer.sanity_checking or self.trainer.state.fn != "fit"
+                or self.task_cfg.get("sample_after", "validation") == "training"):
             return
-        text = self.generate_sample()  # every rank takes part (FSDP gathers the weights); rank 0 gets the text
+        self.record_sample(self.generate_sample())  # every rank takes part (FSDP gathers the weights)
+
+    def on_train_end(self) -> None:
+        if self.sampled_at != self.global_step:  # the same decision on every rank
+            self.record_sample(self.generate_sample())
+        if self.sample is not None and self.global_rank == 0:
+            print(f"\nsample after {self.sample[0]} steps:\n{self.sample[1]}\n", flush=True)
+
+    def record_sample(self, text: str | None) -> None:
+        """Keep a sample (rank 0 gets the text, other ranks None): samples.txt and the loggers that take text."""
         if text is None:
             return
         self.sample = (self.global_step, text)
@@ -78,13 +89,6 @@ class LanguageModelTask(Task):
         for logger in self.trainer.loggers:  # the dashboards (builder/train/loggers.py) take tables of text
             if hasattr(logger, "log_text"):
                 logger.log_text(key="sample", columns=["step", "text"], data=[[self.global_step, text]])
-
-    def on_train_end(self) -> None:
-        if self.sampled_at != self.global_step:  # the same decision on every rank
-            text = self.generate_sample()
-            self.sample = None if text is None else (self.global_step, text)
-        if self.sample is not None and self.global_rank == 0:
-            print(f"\nsample after {self.sample[0]} steps:\n{self.sample[1]}\n", flush=True)
 
     def generate_sample(self) -> str | None:
         """`task.sample_tokens` tokens after `task.sample_prompt`, with a fixed seed so samples compare across
