@@ -64,6 +64,42 @@ def test_sample_after_training_samples_once_the_same_text(lm_run, compose, tmp_p
     assert "sample after 80 steps:" in out.getvalue()
 
 
+def test_progress_bar_shows_each_steps_loss_while_loggers_get_theirs(compose):
+    """train/loss is logged only on the steps the loggers write (every log_every_n_steps); the progress bar
+    still shows every step's own loss, read from the step's output."""
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from builder.graph.build import build_model
+    from builder.graph.prepare import prepare_model_config
+    from builder.train.internals import ProgressBar
+    from builder.train.tasks.language_model import LanguageModelTask
+    cfg = compose(TINY_GPT)
+    plain = OmegaConf.to_container(cfg, resolve=True) | {"model": prepare_model_config(cfg, sizes={"vocab_size": 50})}
+    task = LanguageModelTask(build_model(plain["model"]), plain)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(0, 50, (4, 32), generator=g), torch.randint(0, 50, (4, 32), generator=g))
+               for _ in range(12)]
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, i):
+            logged = trainer.logged_metrics.get("train/loss")
+            seen.append((float(outputs["loss"]), bar.get_metrics(trainer, module)["loss"],
+                         None if logged is None else float(logged)))
+
+    bar = ProgressBar()
+    trainer = L.Trainer(max_steps=12, log_every_n_steps=5, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[bar, Probe()],
+                        accelerator="cpu")
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.fit(task, torch.utils.data.DataLoader(batches, batch_size=None))
+    assert len(seen) == 12 and [shown for _, shown, _ in seen] == pytest.approx([loss for loss, _, _ in seen])
+    # what the loggers got: the loss of steps 5 and 10 (and of the last, where the run stops)
+    logged = [i for i, (loss, _, value) in enumerate(seen, 1) if value == pytest.approx(loss)]
+    assert logged[:2] == [5, 10] and len({v for _, _, v in seen[4:9]}) == 1
+
+
 def test_checkpoint_carries_the_tokenizer(lm_run):
     ckpt = torch.load(lm_run.dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["builder"]["tokenizer"] == (lm_run.dir / "tokenizer.json").read_text()

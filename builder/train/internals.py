@@ -11,9 +11,10 @@ the file to change (tests/test_distributed.py, test_resume.py and test_sweeps.py
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import lightning as L
+import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
@@ -74,7 +75,10 @@ class ProgressBar(RichProgressBar):
             self.progress.update(self.train_progress_bar_id, description=self._get_train_description(
                 trainer.current_epoch))
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           *args: object) -> None:
+        # each step's loss, from the step's output: the task logs train/loss only on the steps loggers write
+        self.loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not self.is_disabled and self.train_progress_bar_id is None:
             self._initialize_train_progress_bar_id()
         self._update(self.train_progress_bar_id, trainer.global_step)
@@ -90,6 +94,9 @@ class ProgressBar(RichProgressBar):
                 items["mfu"] = f"{100 * float(value):.1f}%"
             else:
                 items[key.removeprefix("train/")] = value
+        loss = getattr(self, "loss", None)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:  # this step's, not the last logged step's
+            items = {"loss": float(loss.detach()), **{k: v for k, v in items.items() if k != "loss"}}
         return items
 
     def _get_train_description(self, current_epoch: int) -> str:
