@@ -30,7 +30,7 @@ IMPORTED = time.perf_counter()
 
 class Clock(Callback):
     def __init__(self):
-        self.spent = {"training steps": 0.0, "validation (with samples)": 0.0, "checkpoint saves": 0.0}
+        self.spent = {"training steps": 0.0, "validation (and any sample after it)": 0.0, "checkpoint saves": 0.0}
         self.fit_start = self.fit_end = None
         self._t = {}
 
@@ -62,7 +62,7 @@ class Clock(Callback):
         self._start("val")
 
     def on_validation_end(self, *args):  # before the checkpoint callbacks' saves, which run at this hook too
-        self._stop("val", "validation (with samples)")
+        self._stop("val", "validation (and any sample after it)")
 
     def teardown(self, trainer, pl_module, stage):
         self.fit_end = time.perf_counter()
@@ -82,7 +82,7 @@ def side_by_side(ours: dict[str, float], theirs: dict[str, float], seed: int) ->
             ("setup: config, data, model, optimizer, Lightning", ours["compose"] + ours[
                 "check, data, model, Lightning setup"], theirs["setup"]),
             ("training steps", ours["training steps"], theirs["training steps"]),
-            ("validation / evaluations", ours["validation (with samples)"], theirs["evaluations"]),
+            ("validation / evaluations", ours["validation (and any sample after it)"], theirs["evaluations"]),
             ("checkpoint saves", ours["checkpoint saves"], theirs["checkpoint saves"]),
             ("the rest: loop, batches, hooks, logging, teardown", ours[
                 "Lightning loop, hooks, logging (rest of fit)"] + ours["after fit (result, teardown)"],
