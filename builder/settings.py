@@ -172,7 +172,7 @@ TASK_COMMON = {"name": S("str"), "monitor": S("str | None", None), "mode": S("Li
 TASKS = {
     "classification": {**TASK_COMMON, "loss": S("Literal['cross_entropy', 'mse', 'l1']", "cross_entropy")},
     "language_model": {**TASK_COMMON,
-                       "sample_tokens": S("int", 200, "tokens sampled after each validation", low=0),
+                       "sample_tokens": S("int", 200, "tokens in each sample; 0: no samples", low=0),
                        "sample_after": S("Literal['validation', 'training']", "validation",
                                          "sample after each validation, or once after training"),
                        "sample_prompt": S("str", "\n"), "sample_temperature": S("float", 0.8, low=0),

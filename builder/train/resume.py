@@ -48,7 +48,8 @@ class Resumed(NamedTuple):
 # rate goes on from here, and what is shown, logged or drawn. Anything else (the model, the data and its order,
 # the seed, the loss, the optimiser) would make the run's past and its future two different runs: refused.
 MAY_CHANGE = ("trainer", "logger", "optim.lr", "optim.min_lr", "optim.warmup_steps", "optim.decay_steps",
-              "task.sample_tokens", "task.sample_after", "task.sample_prompt", "task.sample_temperature", "task.sample_top_k",
+              "task.sample_tokens", "task.sample_after", "task.sample_prompt", "task.sample_temperature",
+              "task.sample_top_k",
               "task.show_examples", "data.num_workers", "data.cache_dir", "attention_maps", "threads",
               "ckpt_every_n_steps", "compile", "run_dir", "resume", "outputs_dir", "hydra")
 

@@ -74,7 +74,7 @@ class Task(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, n, _ = self.step(batch)
         self._measure_throughput(n)
-        # a self.log call costs Lightning 0.5-1 ms (a step of a small model takes 50), and the loggers write only
+        # a self.log call costs Lightning about 1 ms (a step of a small model takes 50), and the loggers write only
         # every log_every_n_steps: these values are logged for the steps they write (the progress bar shows
         # each step's loss from the step's output, builder/train/internals.py)
         if logs_this_step(self.trainer):
