@@ -59,6 +59,17 @@ def batch(data: np.ndarray, g: torch.Generator) -> tuple[torch.Tensor, torch.Ten
     return x, y
 
 
+def model_and_optimizer(vocab: int) -> tuple[GPT, torch.optim.AdamW]:
+    """nanoGPT's model as its train.py configures it, and AdamW with weight decay on the matrices only."""
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=WIDTH,
+                          dropout=0.0, bias=False, gelu="none"))
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=LR, betas=(0.9, 0.99))
+    return model, opt
+
+
 def lr_at(step: int) -> float:
     if step < WARMUP:
         return LR * (step + 1) / (WARMUP + 1)
@@ -103,12 +114,7 @@ def main() -> None:
     prepare_seconds = time.perf_counter() - before  # nanoGPT's prepare.py is a separate step: not on its clock
     torch.manual_seed(1337 + args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    model = GPT(GPTConfig(vocab_size=vocab, block_size=BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=WIDTH,
-                          dropout=0.0, bias=False, gelu="none"))
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=LR, betas=(0.9, 0.99))
+    model, opt = model_and_optimizer(vocab)
     best, val_loss = float("inf"), float("nan")
     args.out.mkdir(parents=True, exist_ok=True)
     spent = {"training steps": 0.0, "evaluations": 0.0, "checkpoint saves": 0.0}

@@ -29,8 +29,7 @@ from torch.profiler import profile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from nanogpt_recipe import BATCH, BLOCK, HEADS, LAYERS, LR, WIDTH  # noqa: E402
-from reference_gpt import GPT, GPTConfig  # noqa: E402
+from nanogpt_recipe import BATCH, BLOCK, LAYERS, WIDTH, model_and_optimizer  # noqa: E402
 from save_results import save  # noqa: E402
 
 VOCAB = 65
@@ -44,11 +43,7 @@ KERNELS = {  # profiler names by group; all other self time is "the rest"
 
 
 def recipe_side():
-    model = GPT(GPTConfig(VOCAB, BLOCK, LAYERS, HEADS, WIDTH, dropout=0.0, bias=False, gelu="none"))
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=LR, betas=(0.9, 0.99))
+    model, opt = model_and_optimizer(VOCAB)
     return model, lambda x, y: F.cross_entropy(model(x).flatten(0, 1), y.flatten()), opt
 
 
