@@ -152,6 +152,8 @@ OPTIM = {
 # the ranges below where a wrong value would otherwise end in a Lightning traceback
 TRAINER_OWN = {"process_group_timeout": S("float", 1800, "seconds a collective waits for the other processes",
                                           low=0, above=True),
+               "startup_timeout": S("float", 600, "seconds the processes wait for each other to start", low=0,
+                                    above=True),
                "peak_flops": S("float | None", None, "the device's FLOP/s, for train/mfu (known GPUs: from a table)",
                                low=0, above=True)}
 TRAINER_RANGES = {

@@ -221,8 +221,9 @@ from builder.config import compose
 from builder.errors import friendly_errors
 from builder.train.run import train
 
-class StopRankOneAt(Callback):  # rank 1 freezes, as a process stuck in a driver or swapped out would
+class StopRankOneAt(Callback):  # rank 1 freezes, as a process stuck in a driver or swapped out would (or dies)
     def on_train_batch_end(self, trainer, *args):
+        sig = signal.Signals[os.environ.get("STOP_SIGNAL", "SIGSTOP")]
         if trainer.global_step == 3 and trainer.global_rank == 0:
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:  # a process may end between the listing and the read
@@ -230,7 +231,7 @@ class StopRankOneAt(Callback):  # rank 1 freezes, as a process stuck in a driver
                 except OSError:
                     continue
                 if parent == str(os.getpid()):
-                    os.kill(int(pid), signal.SIGSTOP)
+                    os.kill(int(pid), sig)
 
 overrides = sys.argv[1:]
 with friendly_errors("builder-train"):
@@ -239,19 +240,61 @@ with friendly_errors("builder-train"):
 
 
 def test_a_stuck_rank_fails_within_the_timeout_in_one_line(cli_env, tmp_path, tmp_path_factory):
+    """Rank 1 starts 8 s late (a busy node: start-up waits trainer.startup_timeout, not the 5 s), then freezes at
+    step 3: rank 0 stops 5 s later in one line, with its result recorded."""
+    slow = tmp_path / "slow_start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import os, time\nif os.environ.get('LOCAL_RANK') == '1':\n"
+                                           "    time.sleep(8)\n")
+    env = {**cli_env.env, "PYTHONPATH": os.pathsep.join([str(slow), cli_env.env["PYTHONPATH"]])}
     overrides = [*base("toy", tmp_path_factory), "trainer=ddp", "trainer.devices=2", "data.batch_size=16",
                  "trainer.process_group_timeout=5", f"run_dir={tmp_path / 'run'}"]
     started = time.monotonic()
     r = subprocess.run([cli_env.python, "-c", STOPPER, *overrides], capture_output=True, text=True,
-                       env=cli_env.env, cwd=tmp_path, timeout=240, start_new_session=True)
+                       env=env, cwd=tmp_path, timeout=240, start_new_session=True)
     elapsed = time.monotonic() - started
-    assert r.returncode == 1, r.stderr[-3000:]
     line = [ln for ln in r.stderr.splitlines() if ln.startswith("builder-train: rank 0: ")]
+    assert r.returncode == 1, "\n".join(line) + r.stderr[-3000:]
     assert line and "did not complete" in line[0] and "trainer.process_group_timeout=5 s" in line[0], r.stderr[-3000:]
+    assert "init_process_group" not in line[0]  # the late start was waited for; the frozen step was not
     assert "Traceback" not in r.stderr
-    assert elapsed < 60  # 5 s of waiting, the child's 10 s grace, start-up
+    assert elapsed < 75  # start-up with 8 s late, 5 s of waiting, the child's 10 s grace
     result = OmegaConf.load(tmp_path / "run" / "result.yaml")
-    assert result.status == "failed" and result.error.startswith("rank 0: ")
+    assert result.status == "failed" and result.error.startswith("rank 0: ") and result.steps == 3
+
+
+def test_a_killed_rank_ends_the_run_in_one_line_with_its_result(cli_env, tmp_path, tmp_path_factory):
+    """Rank 1 is killed at step 3: rank 0's collective fails at once, and rank 0 records the run and exits 1
+    (the watch over its children, which kills a process left stuck, gives it the time to)."""
+    overrides = [*base("toy", tmp_path_factory), "trainer=ddp", "trainer.devices=2", "data.batch_size=16",
+                 "trainer.process_group_timeout=60", f"run_dir={tmp_path / 'run'}"]
+    r = subprocess.run([cli_env.python, "-c", STOPPER, *overrides], capture_output=True, text=True,
+                       env={**cli_env.env, "STOP_SIGNAL": "SIGKILL"}, cwd=tmp_path, timeout=240,
+                       start_new_session=True)
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("builder-train: rank 0: ")]
+    assert r.returncode == 1, "\n".join(line) + r.stderr[-3000:]
+    assert line and "did not complete" in line[0], r.stderr[-3000:]
+    result = OmegaConf.load(tmp_path / "run" / "result.yaml")
+    assert result.status == "failed" and result.error.startswith("rank 0: ") and result.steps == 3
+
+
+WATCHED = """
+import subprocess, sys, time
+from builder.train.launch import ChildWatch
+child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+ChildWatch([child], 0, lambda why: open(sys.argv[1], "w").write(why), grace_s=1.0, period_s=0.2).start()
+time.sleep(60)  # stuck, as in a collective that waits for the dead child
+"""
+
+
+def test_a_process_stuck_after_its_child_failed_is_recorded_then_killed(cli_env, tmp_path):
+    started = time.monotonic()
+    r = subprocess.run([cli_env.python, "-c", WATCHED, str(tmp_path / "why.txt")], capture_output=True, text=True,
+                       env=cli_env.env, cwd=tmp_path, timeout=120)
+    assert r.returncode == -signal.SIGKILL and time.monotonic() - started < 40, r.stderr[-3000:]
+    why = "rank 1 ended with code 3 and rank 0 was still waiting 1 s later; every process of this node is stopped"
+    assert (tmp_path / "why.txt").read_text() == why
+    assert f"builder-train: {why}" in r.stderr
 
 
 @pytest.mark.parametrize("n_train", [233, 225])  # the last global batch of 32: 9 rows (5 + 4), 1 row (1 + none)

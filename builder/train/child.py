@@ -1,4 +1,4 @@
-"""A process that ConfigLauncher (builder/train/distributed.py) starts: train the parent's resolved config,
+"""A process that ConfigLauncher (builder/train/launch.py) starts: train the parent's resolved config,
 handed over in an environment variable, as one more rank of the same run."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from builder.config import register_resolvers
 from builder.errors import friendly_errors
-from builder.train.distributed import CONFIG_ENV
+from builder.train.launch import CONFIG_ENV
 from builder.train.run import train
 
 

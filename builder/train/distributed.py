@@ -1,12 +1,8 @@
-"""Several processes: DDP and FSDP on one machine or many, under Hydra or from Python.
+"""Several processes: DDP and FSDP on one machine or many, under Hydra or from Python (the processes of a
+node are started by builder/train/launch.py).
 
-Lightning starts the extra processes of a node by re-running the command line (under Hydra with
-`hydra.run.dir` added). That re-runs a whole sweep under `-m`, re-runs pytest inside a test, and makes
-every process a Hydra job. Instead, `use_config_launcher` starts each extra process as
-`python -m builder.train.child` with this run's resolved config in an environment variable: the children
-train the same config in the same run directory, and only rank 0 writes files or talks to dashboards.
-Processes created by a cluster (SLURM, torchrun) are left alone: Lightning only launches when the
-environment has not already created them.
+`make_strategy` builds the strategy with two timeouts: start-up (every process joins) and each collective
+after; `collective_failure` turns a collective that could not complete into one line naming the rank.
 
 `FSDP` is Lightning's ModelParallelStrategy with every process in one data-parallel dimension (pure
 fully_shard FSDP2, CPU with gloo included), and `fsdp_task` gives a task the `configure_model` hook that
@@ -16,8 +12,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import subprocess
-import sys
 import traceback
 from contextlib import contextmanager
 from datetime import timedelta
@@ -26,88 +20,51 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
-from omegaconf import OmegaConf
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from builder.errors import RunStopped
 from builder.graph.assemble import Repeat
 from builder.serve.checkpoint import model_with_weights
-from builder.train.internals import (
-    SubprocessScriptLauncher,
-    launcher,
-    set_launcher,
-    set_parallel_sizes,
-)
+from builder.train.internals import set_group_timeouts, set_parallel_sizes
 
-CONFIG_ENV = "BUILDER_DISTRIBUTED_CONFIG"
-LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
-
-
-class ConfigLauncher(SubprocessScriptLauncher):
-    def __init__(self, base: SubprocessScriptLauncher, config_yaml: str, threads: int | None):
-        super().__init__(base.cluster_environment, base.num_processes, base.num_nodes)
-        self.config_yaml, self.threads = config_yaml, threads
-
-    def launch(self, function: Any, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
-        if self.threads and trainer is not None and trainer.strategy.root_device.type == "cpu":
-            os.environ["OMP_NUM_THREADS"] = str(self.threads)  # N CPU ranks share the cores: no oversubscription
-        return super().launch(function, *args, trainer=trainer, **kwargs)
-
-    def _call_children_scripts(self) -> None:
-        self._check_can_spawn_children()
-        env = self.cluster_environment
-        os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port),
-                          NODE_RANK=str(env.node_rank()), LOCAL_RANK=str(env.local_rank()),
-                          WORLD_SIZE=str(self.num_processes * self.num_nodes))
-        for local_rank in range(1, self.num_processes):
-            child_env = {**os.environ, "LOCAL_RANK": str(local_rank), CONFIG_ENV: self.config_yaml}
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "builder.train.child"], env=child_env))
-
-
-def use_config_launcher(trainer: Any, config: dict[str, Any], threads: int | None) -> ConfigLauncher | None:
-    """Swap Lightning's script launcher for ours; None when this process needs no children."""
-    base = launcher(trainer.strategy)
-    if type(base) is not SubprocessScriptLauncher or base.cluster_environment.creates_processes_externally:
-        return None
-    ours = ConfigLauncher(base, OmegaConf.to_yaml(OmegaConf.create(config)), threads)
-    set_launcher(trainer.strategy, ours)
-    return ours
-
-
-def finish_launch(ours: ConfigLauncher | None, saved_env: dict[str, str | None], failed: bool = False) -> None:
-    """After fit: wait for the children (briefly when this process failed: a stuck child is killed), close
-    the process group, and undo the launcher's environment, so the next run in this process (a sweep's next
-    trial, a test) starts clean."""
-    if ours is not None:
-        for proc in ours.procs:
-            try:
-                proc.wait(timeout=10 if failed else 120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    for key, value in saved_env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def make_strategy(spec: Any, timeout_s: float | None = None) -> Any:
+def make_strategy(spec: Any, timeout_s: float | None = None, startup_s: float | None = None) -> tuple[Any, list[Any]]:
     """Lightning's strategy from `trainer.strategy`: a registered name ("ddp") or a mapping with `_target_`
-    (conf/trainer/fsdp.yaml); strategies that start a process group get `trainer.process_group_timeout`."""
-
-    extra = {"timeout": timedelta(seconds=float(timeout_s))} if timeout_s else {}
+    (conf/trainer/fsdp.yaml), and the callbacks it needs. A strategy that starts a process group waits
+    `trainer.startup_timeout` for every process to join (imports and model builds take their time on a busy
+    node), and from the first step on each collective waits `trainer.process_group_timeout` (BoundCollectives)."""
+    first = startup_s or timeout_s
+    extra = {"timeout": timedelta(seconds=float(first))} if first else {}
+    bound = [BoundCollectives(float(timeout_s))] if timeout_s and startup_s else []
     if isinstance(spec, dict) and spec.get("_target_"):
         accepts = "timeout" in inspect.signature(get_class(spec["_target_"])).parameters
-        return instantiate(spec, **(extra if accepts and "timeout" not in spec else {}))
+        if accepts and "timeout" not in spec:
+            return instantiate(spec, **extra), bound
+        return instantiate(spec), []  # the strategy's own timeout, or none to set
     if isinstance(spec, str) and spec in StrategyRegistry and extra:
         entry = StrategyRegistry[spec]
         if "timeout" in inspect.signature(entry["strategy"]).parameters:
-            return entry["strategy"](**entry["init_params"], **extra)
-    return spec
+            return entry["strategy"](**entry["init_params"], **extra), bound
+    return spec, []
+
+
+class BoundCollectives(Callback):
+    """Once every process has joined and the model is set up (sanity validation or the first step, whichever
+    comes first), collectives wait `timeout_s`, not the longer start-up timeout the process group began with."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout = timedelta(seconds=timeout_s)
+
+    def bound(self) -> None:
+        if dist.is_available() and dist.is_initialized():
+            set_group_timeouts(self.timeout)
+
+    def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
+        self.bound()
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.bound()
 
 
 def collective_failure(error: BaseException, trainer: Any, timeout_s: float | None) -> Any:
@@ -134,16 +91,6 @@ def collective_failure(error: BaseException, trainer: Any, timeout_s: float | No
     bound = f"trainer.process_group_timeout={timeout_s:g} s bounds the wait" if timeout_s else ""
     return RunStopped(f"rank {rank}: {op} did not complete ({reason}); another process failed, stopped or is "
                       f"stuck{'; ' + bound if bound else ''}")
-
-
-def launch_env() -> dict[str, str | None]:
-    return {k: os.environ.get(k) for k in LAUNCH_ENV}
-
-
-def is_rank_zero() -> bool:
-    """Whether this process is global rank 0, before any Trainer exists (set by a launcher or a cluster)."""
-    keys = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "LOCAL_RANK", "NODE_RANK")
-    return all(os.environ.get(k, "0") == "0" for k in keys)
 
 
 class FSDP(ModelParallelStrategy):

@@ -1,8 +1,10 @@
 """Every use of Lightning's and Hydra's private attributes, in one place: when a release moves them, this is
 the file to change (tests/test_distributed.py, test_resume.py and test_sweeps.py exercise each of them).
 
-- the launcher of a strategy, replaced so that extra processes train a config (builder/train/distributed.py);
+- the launcher of a strategy, replaced so that extra processes train a config (builder/train/launch.py),
+  and the threads per process it sets;
 - the data-parallel size of ModelParallelStrategy, set for pure FSDP;
+- the timeout of torch's process groups, shortened once the processes have all started;
 - the fit loop's counters: batches of this epoch already trained (a resumable data order), and the logging
   step realigned after a restore;
 - whether the loggers write this batch's values (values logged on other batches are not written);
@@ -11,15 +13,23 @@ the file to change (tests/test_distributed.py, test_resume.py and test_sweeps.py
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Mapping
 
 import lightning as L
 import torch
+import torch.distributed.distributed_c10d as c10d
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 SubprocessScriptLauncher = _SubprocessScriptLauncher
+
+
+def set_threads_for(processes: int) -> None:
+    """Torch threads per process, as Lightning's launcher sets them, unless OMP_NUM_THREADS is set."""
+    _set_num_threads_if_needed(num_processes=processes)
 
 
 def launcher(strategy: Any) -> Any:
@@ -33,6 +43,13 @@ def set_launcher(strategy: Any, new: Any) -> None:
 def set_parallel_sizes(strategy: Any, data: int, tensor: int) -> None:
     """ModelParallelStrategy's data- and tensor-parallel sizes (it otherwise asks for both)."""
     strategy._data_parallel_size, strategy._tensor_parallel_size = data, tensor
+
+
+def set_group_timeouts(timeout: timedelta) -> None:
+    """The timeout of every process group this process belongs to (gloo and NCCL), for collectives from now on;
+    FSDP's mesh has groups of its own beside the default one."""
+    for group in list(c10d._world.pg_map):
+        c10d._set_pg_timeout(timeout, group)
 
 
 def batches_done_this_epoch(trainer: Any) -> int:

@@ -4,7 +4,8 @@ This module imports torch and Lightning: builder-train checks the config first (
 imports it after, so a typo fails in about a second.
 A run directory (builder/train/rundir.py) holds config.yaml (resolved), overrides.yaml, train.log, metrics.csv,
 checkpoints/{best,last}.ckpt, result.yaml and the dashboards' files. `resume=` continues a run in place
-(builder/train/resume.py); several processes (trainer=ddp|fsdp) write from rank 0 only (builder/train/distributed.py).
+(builder/train/resume.py); several processes (trainer=ddp|fsdp; builder/train/distributed.py and launch.py)
+write from rank 0 only.
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ from builder.train.attention_callback import AttentionMaps
 from builder.train.check import check_adapter_targets, checked_config
 from builder.train.data import datamodule
 from builder.train.data.order import make_resumable
-from builder.train.distributed import (collective_failure, finish_launch, fsdp_task, is_rank_zero, launch_env,
-                                       make_strategy, use_config_launcher)
+from builder.train.distributed import collective_failure, fsdp_task, make_strategy
 from builder.train.internals import ProgressBar
+from builder.train.launch import finish_launch, is_rank_zero, launch_env, use_config_launcher
 from builder.train.loggers import finish, log_run_info, make_loggers, record_status
 from builder.train.progress import LastCheckpoint, ValidateAtEnd
 from builder.train.resume import check_changes, first_difference, model_changed, open_resume
@@ -67,8 +68,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: tuple[
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_overrides(run_dir, overrides, resumed=resume is not None)
-    start = time.perf_counter()
     run = Run(cfg, run_dir, rank0, overrides, resumed)
+    start = run.started
     try:
         value = run.fit(callbacks)
     except BaseException as e:
@@ -96,6 +97,7 @@ class Run:
         self.cfg, self.run_dir, self.rank0, self.overrides, self.resumed = cfg, run_dir, rank0, overrides, resumed
         self.trainer: Any = None
         self.task: Any = None
+        self.started = time.perf_counter()
 
     def fit(self, extra_callbacks: tuple[Any, ...]) -> float:
         cfg, run_dir, resumed = self.cfg, self.run_dir, self.resumed
@@ -121,17 +123,20 @@ class Run:
         model = build_model(plain["model"])
         model, extra = starting_weights(model, plain, resumed is not None, self.rank0)  # init_from, adapters
         trainer_cfg = plain["trainer"]
-        strategy = make_strategy(trainer_cfg.get("strategy", "auto"), trainer_cfg.get("process_group_timeout"))
+        strategy, bound = make_strategy(trainer_cfg.get("strategy", "auto"), trainer_cfg.get("process_group_timeout"),
+                                        trainer_cfg.get("startup_timeout"))
         self.task = task = task_for(cfg.task.name, strategy)(model, plain)
         task.strict_loading = not any(getattr(c, "partial", False) for c in extra)  # adapters-only checkpoints
-        extra_callbacks = (*extra, *extra_callbacks)
+        extra_callbacks = (*extra, *bound, *extra_callbacks)
         loggers = make_loggers(plain.get("logger"), run_dir, task.columns(), resume_step=resume_step,
                                rank=0 if self.rank0 else 1)
         with run_log(run_dir if self.rank0 else None):
             self.trainer = trainer = self.make_trainer(plain, strategy, loggers, extra_callbacks)
             child = dict(plain, run_dir=str(run_dir), resume=str(ckpt_path) if ckpt_path else None)
             saved_env = launch_env()
-            launcher = use_config_launcher(trainer, child, cfg.get("threads"))
+            abandon = (lambda why: self.record("failed", time.perf_counter() - self.started, error=RunStopped(why))
+                       ) if self.rank0 else None  # a failed child left this process stuck: killed after this
+            launcher = use_config_launcher(trainer, child, cfg.get("threads"), abandon)
             if self.rank0:
                 log_run_info(loggers, plain)
             try:
@@ -151,7 +156,7 @@ class Run:
         callbacks: list[Any] = [StopOnNonFinite(ckpt_dir / "last.ckpt"), ValidateAtEnd(), self.best, last,
                                 rng_callback(), StopOnSignal(last.save, self.run_dir), *extra]
         skip = ("_target_", "callbacks", "logger", "strategy", "plugins", "use_distributed_sampler",
-                "process_group_timeout", "peak_flops")
+                "process_group_timeout", "startup_timeout", "peak_flops")
         kwargs = {k: v for k, v in plain["trainer"].items() if k not in skip}
         if kwargs.get("enable_progress_bar", True) and self.rank0:
             callbacks.append(ProgressBar())
