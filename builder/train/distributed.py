@@ -29,6 +29,7 @@ from builder.graph.assemble import Repeat
 from builder.serve.checkpoint import model_with_weights
 from builder.train.internals import set_group_timeouts, set_parallel_sizes
 
+
 def make_strategy(spec: Any, timeout_s: float | None = None, startup_s: float | None = None) -> tuple[Any, list[Any]]:
     """Lightning's strategy from `trainer.strategy`: a registered name ("ddp") or a mapping with `_target_`
     (conf/trainer/fsdp.yaml), and the callbacks it needs. A strategy that starts a process group waits
