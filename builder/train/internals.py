@@ -20,8 +20,8 @@ import lightning as L
 import torch
 import torch.distributed.distributed_c10d as c10d
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from lightning.pytorch.callbacks import RichProgressBar
 from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 SubprocessScriptLauncher = _SubprocessScriptLauncher
